@@ -1,0 +1,220 @@
+"""``fused-cache``: build, inspect, verify, export and clean embedding stores."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from fused_cache import datasets
+from fused_cache.datasets import DatasetError
+from fused_cache.encoders.base import EncoderError
+from fused_cache.encoders.registry import DEFAULT_ENCODERS, ENCODERS, encoder_class
+from fused_cache.stores import CorruptStore, Store, StoreNotFound, cache_root, gc, iter_refs, iter_stores, open_store
+
+_cache_dir = click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Store root (default: $FUSED_CACHE_DIR or user cache).",
+)
+_dataset = click.option(
+    "--dataset",
+    default="gdsc-deepcdr",
+    show_default=True,
+    help="gdsc-deepcdr, gdsc-deepcdr-approx or a data directory.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Compute frozen encoder embeddings once into versioned Zarr/HDF5 stores."""
+
+
+@cli.command()
+@click.option("--encoder", "names", multiple=True, required=True, help=f"One of {', '.join(ENCODERS)}, or 'all'.")
+@_dataset
+@_cache_dir
+@click.option(
+    "--checkpoint", type=click.Path(path_type=Path), default=None, help="Local model directory (FM encoders)."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default="zarr", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True)
+@click.option("--trust-checkpoint", is_flag=True, help="Allow pickle-based checkpoints (only for files you trust).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def build(
+    names: tuple[str, ...], dataset: str, cache_dir: Path | None, checkpoint: Path | None, device: str,
+    batch_size: int, fmt: str, dtype: str, on_error: str, trust_checkpoint: bool, quiet: bool,
+) -> None:  # fmt: skip
+    """Embed a dataset's drugs or cell lines with ENCODER and publish the store (a no-op when up to date)."""
+    from fused_cache.build import build_store
+
+    chosen = list(DEFAULT_ENCODERS) if "all" in names else list(names)
+    ds = datasets.load(dataset)
+    given = {"checkpoint": checkpoint, "device": device if device != "auto" else None,
+             "trust_checkpoint": trust_checkpoint or None}  # fmt: skip
+    for name in chosen:
+        accepted = inspect.signature(encoder_class(name).__init__).parameters
+        options = {k: v for k, v in given.items() if v is not None and k in accepted}
+        ignored = [k for k, v in given.items() if v is not None and k not in accepted]
+        if ignored and len(chosen) == 1:
+            raise click.UsageError(f"encoder {name!r} takes no --{ignored[0].replace('_', '-')}")
+        report = build_store(ds, name, cache_dir, fmt=fmt, batch_size=batch_size, dtype=dtype, on_error=on_error,
+                             quiet=quiet, encoder_options=options)  # fmt: skip
+        click.echo(str(report))
+        if report.skipped:
+            click.echo(f"  skipped (recorded in the manifest): {report.skipped}")
+
+
+@cli.command(name="list")
+@_cache_dir
+def list_(cache_dir: Path | None) -> None:
+    """Every store under the cache root, and which dataset builds point at it."""
+    root = cache_root(cache_dir)
+    refs: dict[Path, list[str]] = {}
+    for dataset, _, _, path in iter_refs(root):
+        refs.setdefault(path.resolve(), []).append(dataset)
+    for path in iter_stores(root):
+        with Store(path) as store:
+            m = store.manifest
+            used = ",".join(refs.get(path.resolve(), [])) or "unreferenced"
+            click.echo(f"{m['entity']:5} {m['encoder']:13} v{m['version']}  n={m['n']:<6} dim={m['dim']:<5} "
+                       f"{m['dtype']:8} {store.format:5} {used}")  # fmt: skip
+
+
+@cli.command()
+@click.argument("encoder")
+@_dataset
+@_cache_dir
+def info(encoder: str, dataset: str, cache_dir: Path | None) -> None:
+    """Print the manifest of ENCODER's store for a dataset (or of a store path)."""
+    store = Store(encoder) if Path(encoder).exists() else open_store(encoder, dataset=dataset, cache_dir=cache_dir)
+    with store:
+        click.echo(json.dumps(store.manifest, indent=2))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@_cache_dir
+def verify(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
+    """Recompute checksums of the given stores (default: all) and name every corrupt one."""
+    targets = list(paths) or list(iter_stores(cache_root(cache_dir)))
+    problems = []
+    for path in targets:
+        try:
+            with Store(path) as store:
+                problems += store.verify()
+        except CorruptStore as err:
+            problems.append(str(err))
+    for problem in problems:
+        click.echo(f"CORRUPT {problem}", err=True)
+    click.echo(f"verified {len(targets)} store(s): {len(problems)} problem(s)")
+    if problems:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("encoder")
+@click.option("--to", "out", type=click.Path(path_type=Path), required=True, help="Output file: .parquet, .npy, .h5ad")
+@_dataset
+@_cache_dir
+def export(encoder: str, out: Path, dataset: str, cache_dir: Path | None) -> None:
+    """Export a store's embeddings to Parquet (pandas), .npy (+ .ids.txt) or AnnData .h5ad (in obsm)."""
+    with open_store(encoder, dataset=dataset, cache_dir=cache_dir) as store:
+        frame = store.to_pandas()
+        manifest = store.manifest
+    if out.suffix == ".parquet":
+        frame.columns = [f"{encoder}_{i}" for i in frame.columns]
+        frame.to_parquet(out)
+    elif out.suffix == ".npy":
+        np.save(out, frame.to_numpy())
+        out.with_suffix(".ids.txt").write_text("\n".join(frame.index) + "\n")
+    elif out.suffix == ".h5ad":
+        import anndata
+
+        adata = anndata.AnnData(obs=frame.index.to_frame(index=False).set_index(frame.index.name))
+        adata.obsm[f"X_{encoder}"] = frame.to_numpy()
+        adata.uns["fused_manifest"] = json.dumps(manifest)
+        adata.write_h5ad(out)
+    else:
+        raise click.UsageError("--to must end in .parquet, .npy or .h5ad")
+    click.echo(f"wrote {len(frame)} x {frame.shape[1]} to {out}")
+
+
+@cli.command(name="gc")
+@_cache_dir
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def gc_(cache_dir: Path | None, dry_run: bool) -> None:
+    """Remove store versions no dataset build points to, and leftovers of killed builds."""
+    removed = gc(cache_root(cache_dir), dry_run=dry_run)
+    for path in removed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {path}")
+    click.echo(f"{len(removed)} path(s)")
+
+
+@cli.command()
+@_dataset
+@_cache_dir
+@click.option("--out", type=click.Path(path_type=Path), default=Path("cache_manifests"), show_default=True)
+@click.option("--check", is_flag=True, help="Compare local stores with the summaries in --out instead of writing.")
+def summary(dataset: str, cache_dir: Path | None, out: Path, check: bool) -> None:
+    """Write (or --check) JSON summaries of the dataset's stores: version, input hash, shape, checksum."""
+    root = cache_root(cache_dir)
+    mismatches = 0
+    for ds_name, entity, encoder, path in iter_refs(root):
+        if ds_name != dataset:
+            continue
+        with Store(path) as store:
+            summary = _summary(store.manifest)
+        target = out / dataset / f"{entity}-{encoder}.json"
+        if check:
+            if not target.exists():
+                continue
+            expected = json.loads(target.read_text())
+            differ = sorted(k for k in expected if expected[k] != summary.get(k))
+            mismatches += bool(differ)
+            click.echo(f"{encoder}: {'matches' if not differ else 'differs in ' + ', '.join(differ)}")
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            click.echo(f"wrote {target}")
+    if mismatches:
+        sys.exit(1)
+
+
+def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "encoder",
+        "entity",
+        "dataset",
+        "version",
+        "input_hash",
+        "fingerprint_hash",
+        "n",
+        "dim",
+        "dtype",
+        "checksum",
+    )
+    return {k: manifest[k] for k in keys} | {"skipped": sorted(manifest["skipped"])}
+
+
+def main() -> None:
+    """Console entry point: known errors become one clear line and a non-zero exit, without a traceback."""
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except (EncoderError, DatasetError, StoreNotFound, CorruptStore) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)

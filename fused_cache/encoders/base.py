@@ -1,0 +1,183 @@
+"""The encoder interface: every representation of a drug or a cell line is a plugin behind it.
+
+An encoder has a ``name``, the ``entity`` it embeds (``"drug"`` or ``"cell"``), an output ``dim``, a ``fingerprint()``
+of everything that determines its output (settings and the weights' sha256), ``check(batch)`` that names invalid
+items, and ``embed(batch)`` that returns float32 (n, dim). Cell encoders read one omics matrix, named by ``modality``.
+Adding an encoder = one module here + one line in ``registry.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+Entity = Literal["drug", "cell"]
+
+
+class EncoderError(ValueError):
+    """Bad input to an encoder; the message names the item id and what to do."""
+
+
+class CheckpointError(EncoderError):
+    """A model checkpoint is missing, incomplete or does not match its config; the message names the file or key."""
+
+
+@dataclass(frozen=True)
+class DrugBatch:
+    """Drugs to embed: ids and their SMILES."""
+
+    ids: list[str]
+    smiles: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, index: np.ndarray | list[int]) -> DrugBatch:
+        return DrugBatch([self.ids[i] for i in index], [self.smiles[i] for i in index])
+
+    def item_hashes(self) -> list[str]:
+        return [_hash(f"{i}\t{s}".encode()) for i, s in zip(self.ids, self.smiles, strict=True)]
+
+
+@dataclass(frozen=True)
+class CellBatch:
+    """Cell lines to embed: ids, the gene (feature) names and a float32 matrix (n, genes); NaN = not measured."""
+
+    ids: list[str]
+    genes: list[str]
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, index: np.ndarray | list[int]) -> CellBatch:
+        return CellBatch([self.ids[i] for i in index], self.genes, self.values[np.asarray(index, dtype=np.int64)])
+
+    def item_hashes(self) -> list[str]:
+        genes = _hash("\t".join(self.genes).encode())
+        rows = np.ascontiguousarray(self.values, dtype="<f4")
+        return [_hash(f"{i}\t{genes}\t".encode() + row.tobytes()) for i, row in zip(self.ids, rows, strict=True)]
+
+
+Batch = DrugBatch | CellBatch
+
+
+@dataclass(frozen=True)
+class Ragged:
+    """Variable-size outputs (e.g. atom graphs): for each array name, one array per item."""
+
+    arrays: Mapping[str, list[np.ndarray]]
+
+
+class Encoder(ABC):
+    """Base class of all encoders. Subclasses set ``name``, ``entity``, ``dim`` and implement ``embed``."""
+
+    name: ClassVar[str]
+    entity: ClassVar[Entity]
+    modality: ClassVar[str | None] = None
+    """For cell encoders: the omics matrix they read (e.g. ``"expression"``)."""
+    version: ClassVar[int] = 1
+    """Bump when the code changes what the encoder outputs, so that old stores are not reused."""
+
+    dim: int
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting that changes the output, JSON-serialisable."""
+        return {}
+
+    def weights_sha256(self) -> str | None:
+        """sha256 of the weights file(s), or None for encoders without learned weights."""
+        return None
+
+    def model_info(self) -> dict[str, Any]:
+        """Model name, revision and checkpoint path, for the manifest (not part of the fingerprint)."""
+        return {}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that determines the output: a store built with an equal fingerprint can be reused."""
+        return {
+            "encoder": self.name,
+            "entity": self.entity,
+            "modality": self.modality,
+            "version": self.version,
+            "dim": self.dim,
+            "settings": self.settings(),
+            "weights_sha256": self.weights_sha256(),
+        }
+
+    def fit(self, batch: Batch) -> dict[str, Any]:
+        """Fix input-dependent settings on the full input before batching; returns notes for the manifest."""
+        return {}
+
+    def check(self, batch: Batch) -> dict[str, str]:
+        """Invalid items as id -> reason. The build raises on them, or skips and records them with --on-error skip."""
+        return {}
+
+    @abstractmethod
+    def embed(self, batch: Batch) -> np.ndarray | Ragged:
+        """float32 array (len(batch), dim) for valid items (or ``Ragged`` for variable-size outputs)."""
+
+
+@cache
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, memoised per (path, size, mtime) so that a no-op rebuild does not re-read large weights."""
+    stat = Path(path).stat()
+    return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def invalid_smiles(batch: DrugBatch) -> dict[str, str]:
+    """Drugs whose SMILES RDKit cannot parse; checked here because some models happily embed garbage strings."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    bad = {}
+    for drug_id, smiles in zip(batch.ids, batch.smiles, strict=True):
+        if not isinstance(smiles, str) or not smiles.strip():
+            bad[drug_id] = "empty SMILES"
+        elif Chem.MolFromSmiles(smiles) is None:
+            bad[drug_id] = f"invalid SMILES {smiles!r} (RDKit cannot parse it)"
+    return bad
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def resolve_checkpoint(encoder: str, checkpoint: str | Path | None, required: list[str], hint: str) -> Path:
+    """The checkpoint directory: ``--checkpoint DIR``, else ``$FUSED_MODELS_DIR/<encoder>``.
+
+    Raises CheckpointError that lists the files to put where (``hint`` says where to get them), so that a user
+    without weights learns exactly what to do and nothing is written.
+    """
+    import os
+
+    if checkpoint is None and os.environ.get("FUSED_MODELS_DIR"):
+        checkpoint = Path(os.environ["FUSED_MODELS_DIR"]) / encoder
+    if checkpoint is None:
+        raise CheckpointError(
+            f"encoder {encoder!r} needs a local checkpoint directory with: {', '.join(required)}. {hint} "
+            f"Pass --checkpoint DIR, or put the files in $FUSED_MODELS_DIR/{encoder}/."
+        )
+    path = Path(checkpoint)
+    missing = [f for f in required if not (path / f).exists()]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint directory {path} for encoder {encoder!r} lacks {', '.join(missing)} "
+            f"(needs: {', '.join(required)}). {hint}"
+        )
+    return path
