@@ -42,11 +42,16 @@ def load(name: str = "gdsc-deepcdr") -> Dataset:
         cells=pd.read_parquet(_GDSC_DIR / "cells.parquet"),
         pairs=pd.read_parquet(_GDSC_DIR / "pairs.parquet"),
         omics={
-            "expression": pd.read_parquet(_GDSC_DIR / f"{expression}.parquet"),
-            "methylation": pd.read_parquet(_GDSC_DIR / "methylation.parquet"),
-            "mutation": pd.read_parquet(_GDSC_DIR / "mutation.parquet"),
+            "expression": _omics_matrix(expression),
+            "methylation": _omics_matrix("methylation"),
+            "mutation": _omics_matrix("mutation"),
         },
     )
+
+
+def _omics_matrix(name: str) -> pd.DataFrame:
+    """A bundled matrix, stored gene-major for fast loading, returned as cell lines x genes."""
+    return pd.read_parquet(_GDSC_DIR / f"{name}.parquet").T.rename_axis(index="cell_id", columns=None)
 
 
 def _load_directory(path: Path) -> Dataset:

@@ -174,6 +174,6 @@ def validate(ds: Dataset) -> None:
         dup_cols = matrix.columns[matrix.columns.duplicated()]
         if len(dup_cols):
             raise DatasetError(f"{ds.name}: omics {modality!r} has feature column {dup_cols[0]!r} more than once")
-        non_numeric = [c for c in matrix.columns if not pd.api.types.is_numeric_dtype(matrix[c])]
+        non_numeric = [c for c, dtype in matrix.dtypes.items() if not pd.api.types.is_numeric_dtype(dtype)]
         if non_numeric:
             raise DatasetError(f"{ds.name}: omics {modality!r} column {non_numeric[0]!r} is not numeric")

@@ -2,19 +2,21 @@
 
 The embedding is ChemNet's 512-d penultimate activation, as used by the Fréchet ChemNet Distance. It is the one
 pretrained molecular network available offline. SMILES are validated and canonicalised with RDKit first, because
-ChemNet itself embeds any string, garbage included.
+ChemNet itself embeds any string, garbage included. torch and the model load on the first ``embed``, so that a no-op
+rebuild (which needs only the fingerprint) stays fast.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rdkit import Chem
 
-from fused_cache.devices import inference, select_device
 from fused_cache.encoders.base import DrugBatch, Encoder, file_sha256, invalid_smiles
 
 PAD_LEN = 350
@@ -27,12 +29,12 @@ class ChemNetEncoder(Encoder):
     dim = 512
 
     def __init__(self, device: str = "auto") -> None:
-        import fcd
-
-        self._fcd = fcd
-        self._weights = Path(fcd.__file__).parent / "ChemNet_v0.13_pretrained.pt"
-        self._device = select_device(device)
-        self._model = fcd.load_ref_model().to(self._device).eval()
+        spec = importlib.util.find_spec("fcd")
+        if spec is None or spec.origin is None:
+            raise ImportError("the chemnet encoder needs the PyPI package 'fcd' (pip install fcd)")
+        self._weights = Path(spec.origin).parent / "ChemNet_v0.13_pretrained.pt"
+        self._device_name = device
+        self._model: Any = None
 
     def settings(self) -> dict[str, Any]:
         return {"canonical_smiles": True, "pad_len": PAD_LEN, "layer": "penultimate"}
@@ -41,23 +43,33 @@ class ChemNetEncoder(Encoder):
         return file_sha256(self._weights)
 
     def model_info(self) -> dict[str, Any]:
-        return {"model": "ChemNet v0.13 (fcd)", "revision": self._fcd.__version__, "path": str(self._weights)}
+        return {"model": "ChemNet v0.13 (fcd)", "revision": metadata.version("fcd"), "path": str(self._weights)}
 
     def check(self, batch: DrugBatch) -> dict[str, str]:
         bad = invalid_smiles(batch)
         for drug_id, smiles in zip(batch.ids, batch.smiles, strict=True):
-            if drug_id not in bad and len(_canonical(smiles)) >= PAD_LEN:
-                bad[drug_id] = f"canonical SMILES is {len(_canonical(smiles))} characters; ChemNet takes < {PAD_LEN}"
+            length = 0 if drug_id in bad else len(_canonical(smiles))
+            if length >= PAD_LEN:
+                bad[drug_id] = f"canonical SMILES is {length} characters; ChemNet takes < {PAD_LEN}"
         return bad
 
     def embed(self, batch: DrugBatch) -> np.ndarray:
+        import torch
+        from fcd import load_ref_model
         from fcd.utils import get_one_hot
 
+        from fused_cache.devices import inference, select_device
+
+        if self._model is None:
+            self._device = select_device(self._device_name)
+            self._model = load_ref_model().to(self._device).eval()
         onehot = np.stack([get_one_hot(_canonical(s), pad_len=PAD_LEN) for s in batch.smiles])
         x = torch.from_numpy(onehot).transpose(1, 2).float().to(self._device)
         with inference(self._device):
             return self._model(x).float().cpu().numpy()
 
 
+@lru_cache(maxsize=1 << 16)
 def _canonical(smiles: str) -> str:
+    """RDKit canonical SMILES, memoised: ``check`` and ``embed`` of one build both need it."""
     return Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
