@@ -137,8 +137,8 @@ class Store:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every array, loaded (for checksums and export)."""
-        names = self.manifest["arrays"]
-        return {name: np.asarray(self._handle[name][:]) for name in names}
+        loaded = {name: np.asarray(self._handle[name][:]) for name in self.manifest["arrays"]}
+        return {name: _strings(a) if a.dtype.kind in "OSUT" else a for name, a in loaded.items()}
 
     def verify(self) -> list[str]:
         """Problems found (empty when the arrays match the manifest's checksum)."""

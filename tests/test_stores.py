@@ -122,6 +122,7 @@ def test_plain_zarr_and_h5py_read_a_store(small: Dataset, cache: Path, fmt: str)
 @pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
 def test_verify_names_a_store_with_a_flipped_byte(small: Dataset, cache: Path, fmt: str) -> None:
     path = build_store(small, "morgan", fmt=fmt, quiet=True).store.path
+    assert Store(path).verify() == []
     if fmt == "zarr":
         target, offset = next((path / "embeddings").rglob("c/*/*")), 40
     else:
