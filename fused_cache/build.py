@@ -11,15 +11,17 @@ Order of work in ``build_store``:
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from filelock import FileLock
-from tqdm.auto import tqdm
 
+from fused_cache.cluster import connect, run_tasks
 from fused_cache.datasets import Dataset
 from fused_cache.encoders.base import Batch, CellBatch, DrugBatch, Encoder, EncoderError, Ragged
 from fused_cache.encoders.registry import get_encoder
@@ -77,8 +79,13 @@ def build_store(
     on_error: str = "raise",
     quiet: bool = False,
     encoder_options: dict[str, Any] | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
 ) -> BuildReport:
-    """Build (or reuse) the store of ``encoder`` over ``dataset`` and point the dataset's ref at it."""
+    """Build (or reuse) the store of ``encoder`` over ``dataset`` and point the dataset's ref at it.
+
+    ``scheduler`` ("local" or a Dask address) spreads the batches over workers, which must see the cache directory.
+    """
     if fmt not in FORMATS or dtype not in DTYPES or on_error not in {"raise", "skip"} or batch_size < 1:
         raise ValueError(f"bad build options: fmt={fmt!r}, dtype={dtype!r}, on_error={on_error!r}, batch={batch_size}")
     enc = get_encoder(encoder, **(encoder_options or {})) if isinstance(encoder, str) else encoder
@@ -111,7 +118,8 @@ def build_store(
         rows, reused = _reusable_rows(root, enc, fingerprint, hashes)
         partial = path.parent / f".partial-{version}"
         todo = [i for i in range(len(items)) if i not in rows]
-        resumed = _embed_batches(enc, items, todo, rows, partial, batch_size, quiet)
+        with connect(scheduler if todo else None, workers) as client:
+            resumed = _embed_batches(enc, items, todo, rows, partial, batch_size, quiet, client)
         arrays = _assemble(items.ids, hashes, rows, enc.dim, dtype)
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -179,28 +187,35 @@ def _row_of(arrays: dict[str, np.ndarray], j: int) -> Any:
 
 
 def _embed_batches(
-    enc: Encoder, items: Batch, todo: list[int], rows: dict[int, Any], partial: Path, batch_size: int, quiet: bool
-) -> int:
-    """Embed ``todo`` in batches into ``rows``; each finished batch is saved so a killed build resumes from it."""
+    enc: Encoder, items: Batch, todo: list[int], rows: dict[int, Any], partial: Path, batch_size: int,
+    quiet: bool, client: Any,
+) -> int:  # fmt: skip
+    """Embed ``todo`` in batches into ``rows``, here or on a cluster; returns how many came from a killed build.
+
+    Every finished batch is saved under ``partial`` first, so that a killed build (or a lost worker) costs only the
+    batches in flight; a restart with the same plan reuses the saved ones.
+    """
     plan = {"ids": [items.ids[i] for i in todo], "batch_size": batch_size}
     plan_file = partial / "plan.json"
     if partial.exists() and (not plan_file.exists() or json.loads(plan_file.read_text()) != plan):
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     plan_file.write_text(json.dumps(plan))
-    resumed = 0
-    starts = range(0, len(todo), batch_size)
-    for k in tqdm(starts, desc=f"{enc.name} ({len(todo)} {enc.entity}s)", unit="batch", disable=quiet or not todo):
-        index = todo[k : k + batch_size]
-        part = partial / f"batch-{k // batch_size:06d}.npz"
-        if part.exists():
-            outputs = _load_part(part, len(index))
-            resumed += len(index)
-        else:
-            outputs = _validated(enc, enc.embed(items.take(index)), len(index))
-            _save_part(part, outputs)
-        rows.update(zip(index, outputs, strict=True))
+    batches = [
+        (todo[k : k + batch_size], partial / f"batch-{k // batch_size:06d}.npz")
+        for k in range(0, len(todo), batch_size)
+    ]
+    missing = [(enc, items.take(index), part) for index, part in batches if not part.exists()]
+    resumed = len(todo) - sum(len(batch) for _, batch, _ in missing)
+    run_tasks(_embed_part, missing, client, desc=f"{enc.name} ({len(todo)} {enc.entity}s, batches)", quiet=quiet)
+    for index, part in batches:
+        rows.update(zip(index, _load_part(part, len(index)), strict=True))
     return resumed
+
+
+def _embed_part(enc: Encoder, batch: Batch, part: Path) -> None:
+    """One batch: embed, check the output, save it atomically (a task that may run on any worker, even twice)."""
+    _save_part(part, _validated(enc, enc.embed(batch), len(batch)))
 
 
 def _validated(enc: Encoder, out: np.ndarray | Ragged, n: int) -> list[Any]:
@@ -219,7 +234,7 @@ def _validated(enc: Encoder, out: np.ndarray | Ragged, n: int) -> list[Any]:
 
 
 def _save_part(part: Path, outputs: list[Any]) -> None:
-    tmp = part.with_name(part.stem + ".tmp.npz")
+    tmp = part.with_name(f"{part.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
     if isinstance(outputs[0], dict):
         flat = {f"{name}__{i}": v for i, out in enumerate(outputs) for name, v in out.items()}
     else:

@@ -49,10 +49,17 @@ def cli() -> None:
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True)
 @click.option("--trust-checkpoint", is_flag=True, help="Allow pickle-based checkpoints (only for files you trust).")
+@click.option(
+    "--scheduler", default=None, help="Spread batches over Dask: 'local' or tcp://HOST:8786 (shared cache dir)."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Workers of --scheduler local (default: cores)."
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def build(
     names: tuple[str, ...], dataset: str, cache_dir: Path | None, checkpoint: Path | None, device: str,
-    batch_size: int, fmt: str, dtype: str, on_error: str, trust_checkpoint: bool, quiet: bool,
+    batch_size: int, fmt: str, dtype: str, on_error: str, trust_checkpoint: bool, scheduler: str | None,
+    workers: int | None, quiet: bool,
 ) -> None:  # fmt: skip
     """Embed a dataset's drugs or cell lines with ENCODER and publish the store (a no-op when up to date)."""
     from fused_cache.build import build_store
@@ -68,7 +75,7 @@ def build(
         if ignored and len(chosen) == 1:
             raise click.UsageError(f"encoder {name!r} takes no --{ignored[0].replace('_', '-')}")
         report = build_store(ds, name, cache_dir, fmt=fmt, batch_size=batch_size, dtype=dtype, on_error=on_error,
-                             quiet=quiet, encoder_options=options)  # fmt: skip
+                             quiet=quiet, encoder_options=options, scheduler=scheduler, workers=workers)  # fmt: skip
         click.echo(str(report))
         if report.skipped:
             click.echo(f"  skipped (recorded in the manifest): {report.skipped}")

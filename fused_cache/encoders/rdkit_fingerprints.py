@@ -20,7 +20,6 @@ class MorganEncoder(Encoder):
 
     def __init__(self, radius: int = 2, n_bits: int = 2048) -> None:
         self.radius, self.dim = radius, n_bits
-        self._generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
 
     def settings(self) -> dict[str, Any]:
         return {"radius": self.radius, "n_bits": self.dim, "rdkit": rdkit.__version__}
@@ -29,8 +28,10 @@ class MorganEncoder(Encoder):
         return invalid_smiles(batch)
 
     def embed(self, batch: DrugBatch) -> np.ndarray:
+        # made per call: RDKit generators cannot be pickled, and encoders travel to cluster workers
+        generator = rdFingerprintGenerator.GetMorganGenerator(radius=self.radius, fpSize=self.dim)
         return np.stack(
-            [self._generator.GetFingerprintAsNumPy(Chem.MolFromSmiles(s)).astype(np.float32) for s in batch.smiles]
+            [generator.GetFingerprintAsNumPy(Chem.MolFromSmiles(s)).astype(np.float32) for s in batch.smiles]
         )
 
 
