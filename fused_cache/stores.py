@@ -260,11 +260,22 @@ def iter_refs(root: Path) -> Iterator[tuple[str, str, str, Path]]:
 
 
 def gc(root: Path, dry_run: bool = False) -> list[Path]:
-    """Remove store versions that no ref points to, and leftovers of killed builds. Returns what it removed."""
+    """Remove store versions that no ref points to, and leftovers of killed builds. Returns what it removed.
+
+    A leftover whose build still runs (its per-version lock is held) is left alone.
+    """
+    from filelock import FileLock, Timeout
+
     referenced = {path.resolve() for *_, path in iter_refs(root)}
     doomed = [p for p in iter_stores(root) if p.resolve() not in referenced]
     for entity in ENTITIES:
-        doomed += sorted((root / entity).glob("*/.tmp-*")) + sorted((root / entity).glob("*/.partial-*"))
+        for leftover in sorted((root / entity).glob("*/.tmp-*")) + sorted((root / entity).glob("*/.partial-*")):
+            version = leftover.name.removeprefix(".tmp-").removeprefix(".partial-").split(".")[0]
+            try:
+                with FileLock(leftover.parent / f".{version}.lock", timeout=0):
+                    doomed.append(leftover)
+            except Timeout:
+                continue
     if not dry_run:
         for path in doomed:
             if path.is_dir():

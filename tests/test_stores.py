@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import zarr
 from conftest import subset
+from filelock import FileLock
 
 from fused_cache import build_store, open_store
 from fused_cache.datasets import Dataset
@@ -135,11 +136,17 @@ def test_verify_names_a_store_with_a_flipped_byte(small: Dataset, cache: Path, f
     assert len(problems) == 1 and str(path) in problems[0]
 
 
-def test_gc_removes_unreferenced_versions_only(gdsc: Dataset, cache: Path) -> None:
+def test_gc_removes_unreferenced_versions_and_dead_leftovers(gdsc: Dataset, cache: Path) -> None:
     build_store(subset(gdsc, 4, 5), "morgan", quiet=True)
     current = build_store(subset(gdsc, 6, 5), "morgan", quiet=True).store.path
+    with pytest.raises(KeyboardInterrupt):
+        build_store(subset(gdsc, 8, 5), CountingMorgan(crash_after=0), batch_size=2, quiet=True)
+    (leftover,) = (cache / "drug" / "morgan").glob(".partial-*")
+    version = leftover.name.removeprefix(".partial-")
+    with FileLock(leftover.parent / f".{version}.lock"):  # as if that build were still running
+        assert leftover not in gc(cache, dry_run=True)
     removed = gc(cache)
-    assert len(removed) == 1 and list(iter_stores(cache)) == [current]
+    assert len(removed) == 2 and leftover in removed and list(iter_stores(cache)) == [current]
 
 
 def test_float16_on_request(small: Dataset, cache: Path) -> None:
