@@ -1,0 +1,1 @@
+"""fused_train: train fusion heads and baselines on cached embeddings across folds."""

@@ -1,0 +1,170 @@
+"""FUSED (Rössner, Balke, Tang 2025): one token per modality, each contextualised by its own attention block.
+
+Per pair: tokens t_j = net_j(x_j) for the drug and each cell modality (width D); block b attends from token b (query)
+to all tokens (keys, values) with H heads; its output goes through the block's output projection and a projection to
+width P; the B outputs are concatenated and an MLP regresses ln IC50.
+
+``FusedSlots`` computes exactly this, but arranged for speed on the drug x cell grid. Token networks and the q/k/v
+projections depend on one entity only, so they run once per drug and once per cell line. Everything linear after the
+attention mixing (output projection, projection to P, first MLP layer) is folded into per-entity value vectors
+U = v W_o W_P W_1, so a pair needs only its attention weights (B x H x B numbers) to mix U into the first hidden layer.
+``FusedReference`` is the same model written per pair with ``nn.MultiheadAttention``: the tests check that both give
+the same predictions for the same parameters, and the speed benchmark trains it as the straightforward reference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from fused_train.models.slots import DrugInput, SlotModel, linear, take_rows
+
+
+class FusedSlots(SlotModel):
+    def __init__(
+        self, n_slots: int, drug_dim: int, cell_dims: dict[str, int], width: int = 128, heads: int = 4,
+        proj: int = 128, hidden: Sequence[int] = (256, 64),
+    ) -> None:  # fmt: skip
+        super().__init__(n_slots)
+        if width % heads:
+            raise ValueError(f"token width {width} must be divisible by the number of heads {heads}")
+        if not hidden:
+            raise ValueError("the MLP needs at least one hidden layer")
+        self.cell_names = list(cell_dims)
+        self.width, self.heads, self.proj_width, self.hidden = width, heads, proj, tuple(hidden)
+        n_tokens = 1 + len(cell_dims)
+        self.n_tokens = n_tokens
+        for name, dim in {"drug": drug_dim, **cell_dims}.items():
+            self.add_linear(f"tok_{name}_1", dim, width)
+            self.add_linear(f"tok_{name}_2", width, width)
+        for part in ("q", "k", "v", "o"):
+            self.add_linear(f"att_{part}", width, width, groups=(n_tokens,))
+        self.add_linear("proj", width, proj, groups=(n_tokens,))
+        self.add_linear("mlp_0", n_tokens * proj, hidden[0])
+        for i in range(1, len(hidden)):
+            self.add_linear(f"mlp_{i}", hidden[i - 1], hidden[i])
+        self.add_linear("out", hidden[-1], 1)
+
+    def _token(self, name: str, x: Tensor) -> Tensor:
+        h = torch.relu(linear(x, getattr(self, f"tok_{name}_1"), getattr(self, f"tok_{name}_1_b")))
+        return linear(h, getattr(self, f"tok_{name}_2"), getattr(self, f"tok_{name}_2_b"))
+
+    def _project_all_blocks(self, tokens: Tensor, part: str) -> Tensor:
+        """k or v of every block from tokens (S, n, D) -> (S, n, B, D)."""
+        weight, bias = getattr(self, f"att_{part}"), getattr(self, f"att_{part}_b")
+        s, b, d, _ = weight.shape
+        flat = weight.permute(0, 2, 1, 3).reshape(s, d, b * d)
+        return linear(tokens, flat, bias.reshape(s, b * d)).reshape(*tokens.shape[:-1], b, d)
+
+    def forward(self, drug: DrugInput, drug_rows: Tensor | None, cells: dict[str, Tensor]) -> Tensor:
+        if not isinstance(drug, Tensor):
+            raise TypeError("the fused model needs a dense drug embedding (e.g. chemnet, morgan), not atom graphs")
+        S, B, H, D = self.n_slots, self.n_tokens, self.heads, self.width
+        M, dh = B - 1, D // H
+        t_drug = self._token("drug", take_rows(drug, drug_rows))  # (S, a, D)
+        t_cell = torch.stack([self._token(n, cells[n]) for n in self.cell_names], dim=2)  # (S, c, M, D)
+        a, c = t_drug.shape[1], t_cell.shape[1]
+
+        q_drug = linear(t_drug, self.att_q[:, 0], self.att_q_b[:, 0]).view(S, a, H, dh)
+        q_cell = (torch.einsum("scmd,smde->scme", t_cell, self.att_q[:, 1:]) + self.att_q_b[:, None, 1:]).view(
+            S, c, M, H, dh
+        )
+        k_drug = self._project_all_blocks(t_drug, "k").view(S, a, B, H, dh)
+        k_cell = self._project_all_blocks(t_cell, "k").view(S, c, M, B, H, dh)
+        v_drug = self._project_all_blocks(t_drug, "v").view(S, a, B, H, dh)
+        v_cell = self._project_all_blocks(t_cell, "v").view(S, c, M, B, H, dh)
+
+        scale = 1.0 / math.sqrt(dh)
+        # block 0 (drug query): keys = drug token, then the M cell tokens
+        s00 = (q_drug * k_drug[:, :, 0]).sum(-1) * scale  # (S, a, H)
+        s0c = torch.einsum("sahx,scmhx->sachm", q_drug, k_cell[:, :, :, 0]) * scale  # (S, a, c, H, M)
+        block0 = torch.cat([s00[:, :, None, :, None].expand(S, a, c, H, 1), s0c], dim=-1)  # (S, a, c, H, B)
+        # blocks 1..M (cell queries): keys = drug token, then the cell tokens
+        sc0 = torch.einsum("scmhx,samhx->sacmh", q_cell, k_drug[:, :, 1:]) * scale  # (S, a, c, M, H)
+        scc = torch.einsum("scmhx,scnmhx->scmhn", q_cell, k_cell[:, :, :, 1:]) * scale  # (S, c, M, H, M)
+        blocks = torch.cat([sc0[..., None], scc[:, None].expand(S, a, c, M, H, M)], dim=-1)  # (S, a, c, M, H, B)
+        weights = torch.softmax(torch.cat([block0[:, :, :, None], blocks], dim=3), dim=-1)  # (S, a, c, B, H, B)
+
+        # fold W_o, W_P and the first MLP layer into the values
+        h0 = self.hidden[0]
+        w1 = self.mlp_0.view(S, B, self.proj_width, h0)
+        fold = torch.einsum("sbde,sbep,sbpk->sbdk", self.att_o, self.proj, w1)
+        fold = fold.view(S, B, H, dh, h0)
+        const = self.mlp_0_b + torch.einsum(
+            "sbe,sbep,sbpk->sk", self.att_o_b, self.proj, w1
+        ) + torch.einsum("sbp,sbpk->sk", self.proj_b, w1)  # fmt: skip
+        # each (block, head)'s weights sum to one, so adding const / (B H) to every value vector adds const once
+        share = (const / (B * H))[:, None, None, None]
+        u_drug = (torch.einsum("sabhx,sbhxk->sabhk", v_drug, fold) + share).reshape(S * a, B * H, h0)
+        u_cell = (torch.einsum("scnbhx,sbhxk->scbhnk", v_cell, fold) + share[..., None, :]).reshape(
+            S * c, B * H * M, h0
+        )
+
+        w_cell = weights[..., 1:].permute(0, 2, 1, 3, 4, 5).reshape(S * c, a, B * H * M)
+        z = torch.bmm(w_cell, u_cell).view(S, c, a, h0).transpose(1, 2)
+        w_drug = weights[..., 0].reshape(S * a, c, B * H)
+        z = torch.baddbmm(z.reshape(S * a, c, h0), w_drug, u_drug).view(S, a, c, h0)
+        h = torch.relu(z)
+        for i in range(1, len(self.hidden)):
+            h = torch.relu(linear(h, getattr(self, f"mlp_{i}"), getattr(self, f"mlp_{i}_b")))
+        return linear(h, self.out, self.out_b).squeeze(-1)
+
+
+class FusedReference(nn.Module):
+    """FUSED written per pair with ``nn.MultiheadAttention``: the straightforward model, one fold at a time."""
+
+    def __init__(
+        self, drug_dim: int, cell_dims: dict[str, int], width: int = 128, heads: int = 4, proj: int = 128,
+        hidden: Sequence[int] = (256, 64),
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.names = ["drug", *cell_dims]
+        dims = {"drug": drug_dim, **cell_dims}
+        self.tokens = nn.ModuleDict(
+            {n: nn.Sequential(nn.Linear(dims[n], width), nn.ReLU(), nn.Linear(width, width)) for n in self.names}
+        )
+        self.attention = nn.ModuleList(
+            [nn.MultiheadAttention(width, heads, batch_first=True) for _ in self.names]
+        )  # fmt: skip
+        self.projections = nn.ModuleList([nn.Linear(width, proj) for _ in self.names])
+        layers: list[nn.Module] = []
+        n_in = proj * len(self.names)
+        for n_out in hidden:
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+            n_in = n_out
+        self.mlp = nn.Sequential(*layers, nn.Linear(n_in, 1))
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        """Predictions (n,) for per-pair features ``{"drug": (n, d), modality: (n, d_m), ...}``."""
+        tokens = torch.stack([self.tokens[n](features[n]) for n in self.names], dim=1)  # (n, B, D)
+        outputs = []
+        for b, (attention, projection) in enumerate(zip(self.attention, self.projections, strict=True)):
+            mixed, _ = attention(tokens[:, b : b + 1], tokens, tokens, need_weights=False)
+            outputs.append(projection(mixed[:, 0]))
+        return self.mlp(torch.cat(outputs, dim=1)).squeeze(-1)
+
+    @torch.no_grad()
+    def load_slot(self, slots: FusedSlots, slot: int) -> FusedReference:
+        """Copy one slot's parameters (x @ W layout) into this module (nn.Linear's W x layout)."""
+
+        def put(linear_: nn.Linear, weight: Tensor, bias: Tensor) -> None:
+            linear_.weight.copy_(weight.T)
+            linear_.bias.copy_(bias)
+
+        p = {n: t[slot] for n, t in slots.named_parameters()}
+        for n in self.names:
+            put(self.tokens[n][0], p[f"tok_{n}_1"], p[f"tok_{n}_1_b"])
+            put(self.tokens[n][2], p[f"tok_{n}_2"], p[f"tok_{n}_2_b"])
+        for b, attention in enumerate(self.attention):
+            attention.in_proj_weight.copy_(torch.cat([p[f"att_{x}"][b].T for x in "qkv"]))
+            attention.in_proj_bias.copy_(torch.cat([p[f"att_{x}_b"][b] for x in "qkv"]))
+            put(attention.out_proj, p["att_o"][b], p["att_o_b"][b])
+            put(self.projections[b], p["proj"][b], p["proj_b"][b])
+        linears = [m for m in self.mlp if isinstance(m, nn.Linear)]
+        names = [f"mlp_{i}" for i in range(len(linears) - 1)] + ["out"]
+        for linear_, name in zip(linears, names, strict=True):
+            put(linear_, p[name], p[f"{name}_b"])
+        return self

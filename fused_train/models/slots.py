@@ -1,0 +1,129 @@
+"""Models with a leading slot dimension: slot s of every parameter is an independent model, one fold's.
+
+Training F folds as one batched model shares each pass over the data between them while keeping them independent:
+the loss is a sum of per-slot losses, every parameter belongs to one slot, and ``SlotAdam`` is elementwise with
+per-slot step counts, so each slot follows exactly the trajectory it would follow alone. A finished slot is
+re-initialised for the next fold (``reset_slot``) or dropped (``keep_slots``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class GraphBatch:
+    """Atom graphs of all drugs, shared by every slot: features (N, f), normalised adjacency (N, N, sparse) and the
+    atom rows of each drug padded with index N (a row of -inf for max pooling), shape (A, max_atoms)."""
+
+    atoms: Tensor
+    adjacency: Tensor
+    members: Tensor
+
+
+DrugInput = Tensor | GraphBatch
+"""Per-slot scaled drug features (S, A, d), or graphs."""
+
+
+class SlotModel(nn.Module):
+    """Base class: registers batched linear layers and knows how to (re)initialise or drop slots."""
+
+    def __init__(self, n_slots: int) -> None:
+        super().__init__()
+        self.n_slots = n_slots
+        self._fan_in: dict[str, int] = {}
+
+    def add(self, name: str, *shape: int, fan_in: int) -> None:
+        """A parameter of shape (slots, *shape), initialised like ``nn.Linear``: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        self.register_parameter(name, nn.Parameter(torch.empty(self.n_slots, *shape)))
+        self._fan_in[name] = fan_in
+
+    def add_linear(self, name: str, n_in: int, n_out: int, groups: tuple[int, ...] = ()) -> None:
+        """Weight ``name`` (slots, *groups, n_in, n_out) and bias ``name_b`` (slots, *groups, n_out)."""
+        self.add(name, *groups, n_in, n_out, fan_in=n_in)
+        self.add(f"{name}_b", *groups, n_out, fan_in=n_in)
+
+    def reset_slot(self, slot: int, seed: int) -> None:
+        """Fresh parameters for ``slot``, drawn from ``seed`` alone (not from the slot or the other folds)."""
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                bound = 1.0 / math.sqrt(self._fan_in[name])
+                values = torch.rand(param.shape[1:], generator=generator, dtype=torch.float32) * 2 * bound - bound
+                param[slot].copy_(values.to(param.device))
+
+    def keep_slots(self, keep: Tensor) -> None:
+        """Drop every slot not in ``keep`` (indices), e.g. when no folds are left to fill them."""
+        for name, param in list(self.named_parameters()):
+            setattr(self, name, nn.Parameter(param.detach()[keep].clone()))
+        self.n_slots = len(keep)
+
+    def forward(self, drug: DrugInput, drug_rows: Tensor | None, cells: dict[str, Tensor]) -> Tensor:
+        """Predictions (S, rows, cells) for drug rows ``drug_rows`` (S, r) (all drugs if None) x the cell tile."""
+        raise NotImplementedError
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Per-slot ``x @ W + b`` for x (S, ..., n_in), W (S, n_in, n_out), b (S, n_out)."""
+    shape = x.shape
+    out = torch.baddbmm(bias.unsqueeze(1), x.reshape(shape[0], -1, shape[-1]), weight)
+    return out.reshape(*shape[:-1], weight.shape[-1])
+
+
+def take_rows(states: Tensor, rows: Tensor | None) -> Tensor:
+    """Per-slot rows of an entity-level tensor (S, A, ...) -> (S, r, ...)."""
+    if rows is None:
+        return states
+    index = rows.reshape(*rows.shape, *([1] * (states.dim() - 2))).expand(*rows.shape, *states.shape[2:])
+    return torch.gather(states, 1, index)
+
+
+class SlotAdam:
+    """Adam (optionally with decoupled weight decay, as AdamW) with a step count per slot.
+
+    ``torch.optim.Adam`` keeps one step count per tensor, which would tie the bias correction of a refilled slot to
+    the others; here each slot has its own, so a fold trained in any slot matches the same fold trained alone.
+    """
+
+    def __init__(
+        self, model: SlotModel, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:  # fmt: skip
+        self.model, self.lr, self.betas, self.eps, self.weight_decay = model, lr, betas, eps, weight_decay
+        device = next(model.parameters()).device
+        self.steps = torch.zeros(model.n_slots, device=device)
+        self.m = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+        self.v = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        b1, b2 = self.betas
+        self.steps += 1
+        c1 = 1 - b1**self.steps
+        c2 = 1 - b2**self.steps
+        for name, p in self.model.named_parameters():
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            m, v = self.m[name], self.v[name]
+            m.mul_(b1).add_(p.grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            if self.weight_decay:
+                p.mul_(1 - self.lr * self.weight_decay)
+            denom = (v / c2.view(shape)).sqrt_().add_(self.eps)
+            p.addcdiv_(m / c1.view(shape), denom, value=-self.lr)
+            p.grad = None
+
+    def reset_slot(self, slot: int) -> None:
+        self.steps[slot] = 0
+        for state in (*self.m.values(), *self.v.values()):
+            state[slot].zero_()
+
+    def keep_slots(self, keep: Tensor) -> None:
+        self.steps = self.steps[keep]
+        self.m = {n: s[keep].clone() for n, s in self.m.items()}
+        self.v = {n: s[keep].clone() for n, s in self.v.items()}

@@ -1,0 +1,232 @@
+"""A training run: its specification, its directory of results, and training the folds that are not finished yet.
+
+``runs/<id>/`` holds ``config.json`` (the resolved specification), ``folds/<fold>.parquet`` (test pairs with the
+truth and every predictor's prediction: the model and the naive baselines), ``curves/<fold>.csv`` (per epoch: training
+loss, validation RMSE and PCC) and, once summarised, ``metrics.json`` / ``metrics.csv``. A fold's Parquet file is
+written last and atomically, so its presence means the fold is finished and a rerun skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fused_cache import datasets
+from fused_cache.cluster import connect, run_tasks
+from fused_train.data import Graphs, Inputs, load_inputs
+from fused_train.engine import FoldResult, TrainConfig, Trainer
+from fused_train.metrics import summarise
+from fused_train.models.deepcdr import DeepCDRSlots
+from fused_train.models.fused import FusedSlots
+from fused_train.models.naive import NAIVE, naive_predictions
+from fused_train.models.slots import SlotModel
+from fused_train.splits import TEST, Fold, make_folds, select
+
+MODELS = ("fused", "deepcdr", "naive")
+
+
+class RunError(ValueError):
+    """A run cannot start as asked (bad options, or a run directory that holds a different run)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run's results (not how fast it runs: slots, device and scheduler are not here)."""
+
+    model: str
+    drug_encoder: str
+    cell_encoder: str = "expression"
+    omics: tuple[str, ...] = ()
+    split: str = "lodo"
+    seeds: tuple[int, ...] = (0,)
+    dataset: str = "gdsc-deepcdr"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    options: dict[str, Any] = field(default_factory=dict)
+    """Model hyperparameters (fused: width, heads, proj, hidden; deepcdr: gcn, branch, hidden)."""
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise RunError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.cell_encoder in self.omics:
+            raise RunError(f"--omics repeats the cell encoder {self.cell_encoder!r}")
+
+    @property
+    def cell_tokens(self) -> list[str]:
+        return [self.cell_encoder, *self.omics]
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.split}-{self.drug_encoder}-{'+'.join(self.cell_tokens)}"
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["train"] = {k: v for k, v in out["train"].items() if k not in ("slots", "device")}
+        out["omics"], out["seeds"] = list(self.omics), list(self.seeds)
+        return out
+
+    def build(self, inputs: Inputs, n_slots: int) -> SlotModel:
+        dims = {name: x.shape[1] for name, x in inputs.cells.items()}
+        graph = isinstance(inputs.drug, Graphs)
+        drug_dim = inputs.drug.dim if graph else inputs.drug.shape[1]
+        if self.model == "fused":
+            if graph:
+                raise RunError("the fused model needs a dense drug embedding (e.g. --drug-encoder chemnet), not graph")
+            return FusedSlots(n_slots, drug_dim, dims, **self.options)
+        return DeepCDRSlots(n_slots, drug_dim, dims, graph=graph, **self.options)
+
+
+def folds_of(spec: RunSpec, inputs: Inputs) -> list[Fold]:
+    count, _ = inputs.grid()
+    return [f for seed in spec.seeds for f in make_folds(spec.split, count, inputs.drug_ids, inputs.cell_groups, seed)]
+
+
+def load_run_inputs(spec: RunSpec, cache_dir: str | Path | None = None) -> Inputs:
+    return load_inputs(datasets.load(spec.dataset), spec.drug_encoder, spec.cell_tokens, cache_dir)
+
+
+def prepare(spec: RunSpec, run_dir: Path) -> None:
+    """Create the run directory with its config, or check that an existing one holds the same run."""
+    config = run_dir / "config.json"
+    wanted = spec.to_json()
+    if config.exists():
+        found = json.loads(config.read_text())
+        if found != wanted:
+            changed = sorted(k for k in wanted if found.get(k) != wanted[k])
+            raise RunError(
+                f"{run_dir} holds a different run (differs in {', '.join(changed)}); pass another --out, "
+                "or delete the directory to start over"
+            )
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_text(config, json.dumps(wanted, indent=2))
+
+
+def finished(run_dir: Path) -> set[str]:
+    return {p.stem for p in (run_dir / "folds").glob("*.parquet")}
+
+
+def train(
+    spec: RunSpec, run_dir: Path, fold: str = "all", cache_dir: str | Path | None = None, device: str = "cpu",
+    slots: int = 16, scheduler: str | None = None, workers: int | None = None, quiet: bool = False,
+) -> list[str]:  # fmt: skip
+    """Train the selected folds that are not finished; returns the names of the folds trained now.
+
+    With ``scheduler`` the folds are split into groups, one task each, trained by workers that read the stores from
+    the same cache directory and write into the same run directory; a lost worker's group is retried.
+    """
+    inputs = load_run_inputs(spec, cache_dir)
+    prepare(spec, run_dir)
+    todo = [f.name for f in select(folds_of(spec, inputs), fold) if f.name not in finished(run_dir)]
+    if not todo:
+        return []
+    if scheduler is None:
+        _train_folds(spec, inputs, todo, run_dir, device, slots, quiet)
+        return todo
+    with connect(scheduler, workers) as client:
+        n_groups = max(1, len(client.scheduler_info()["workers"]))
+        groups = [todo[i::n_groups] for i in range(n_groups) if todo[i::n_groups]]
+        tasks = [(spec, names, run_dir, cache_dir, device, slots) for names in groups]
+        run_tasks(_train_group, tasks, client, desc=f"{spec.name} (fold groups)", quiet=quiet)
+    return todo
+
+
+def _train_group(spec: RunSpec, names: list[str], run_dir: Path, cache_dir: Any, device: str, slots: int) -> None:
+    """One task on a worker: train the group's unfinished folds (a retried task skips what its first try finished)."""
+    inputs = load_run_inputs(spec, cache_dir)
+    todo = [n for n in names if n not in finished(run_dir)]
+    _train_folds(spec, inputs, todo, run_dir, device, slots, quiet=True)
+
+
+def _train_folds(
+    spec: RunSpec, inputs: Inputs, names: list[str], run_dir: Path, device: str, slots: int, quiet: bool
+) -> None:
+    wanted = set(names)
+    folds = [f for f in folds_of(spec, inputs) if f.name in wanted]
+    count, target = inputs.grid()
+    if spec.model == "naive":
+        for f in folds:
+            _write_fold(run_dir, inputs, f, {}, naive_predictions(count, target, f.roles), None)
+        return
+    config = replace(spec.train, slots=slots, device=device)
+    trainer = Trainer(inputs, lambda n: spec.build(inputs, n), config)
+    for result in trainer.run(folds, quiet=quiet):
+        _write_fold(run_dir, inputs, result.fold, _model_grid(result, count.shape, spec.model),
+                    naive_predictions(count, target, result.fold.roles), result)  # fmt: skip
+
+
+def _model_grid(result: FoldResult, shape: tuple[int, int], model: str) -> dict[str, np.ndarray]:
+    grid = np.full(shape, np.nan, dtype=np.float32)
+    grid.flat[result.test_cells] = result.test_pred
+    return {model: grid}
+
+
+def _write_fold(
+    run_dir: Path, inputs: Inputs, fold: Fold, model: dict[str, np.ndarray], naive: dict[str, np.ndarray],
+    result: FoldResult | None,
+) -> None:  # fmt: skip
+    """The fold's test pairs with every prediction; the Parquet file goes last, as the fold's 'finished' mark."""
+    pairs = inputs.pairs
+    d, c = pairs["drug_index"].to_numpy(), pairs["cell_index"].to_numpy()
+    test = fold.roles[d, c] == TEST
+    columns = ["drug_id", "cell_id", "ln_ic50"] + (["gdsc_drug_id"] if "gdsc_drug_id" in pairs else [])
+    frame = pairs.loc[test, columns].reset_index(drop=True)
+    frame.insert(0, "fold", fold.name)
+    frame.insert(1, "seed", fold.seed)
+    for name, grid in {**model, **naive}.items():
+        frame[f"pred_{name}"] = grid[d[test], c[test]]
+    if result is not None:
+        curves = run_dir / "curves"
+        curves.mkdir(exist_ok=True)
+        _atomic_text(curves / f"{fold.name}.csv", result.curve.assign(best_epoch=result.best_epoch).to_csv(index=False))
+    folder = run_dir / "folds"
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f".{fold.name}.{os.getpid()}.tmp"
+    frame.to_parquet(tmp, index=False)
+    tmp.rename(folder / f"{fold.name}.parquet")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.rename(path)
+
+
+def predictions(run_dir: Path) -> pd.DataFrame:
+    """All finished folds' test predictions of a run."""
+    files = sorted((run_dir / "folds").glob("*.parquet"))
+    if not files:
+        raise RunError(f"{run_dir} has no finished folds")
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def predictors(frame: pd.DataFrame) -> list[str]:
+    """The model first, then the naive baselines."""
+    names = [c.removeprefix("pred_") for c in frame.columns if c.startswith("pred_")]
+    return sorted(names, key=lambda n: (n in NAIVE, NAIVE.index(n) if n in NAIVE else 0, n))
+
+
+def summarise_run(run_dir: Path) -> pd.DataFrame:
+    """Metrics per predictor and seed (each seed's folds pooled), written to metrics.csv and metrics.json.
+
+    Per-entity metrics are per drug, except in the leave-cell-out setting, where they are per cell line.
+    """
+    config = json.loads((run_dir / "config.json").read_text())
+    frame = predictions(run_dir)
+    by = "cell_id" if config["split"] == "cell-out" else "drug_id"
+    rows = []
+    for seed, part in frame.groupby("seed"):
+        for name in predictors(frame):
+            rows.append({"predictor": name, "seed": seed, "folds": part["fold"].nunique(),
+                         **summarise(part, f"pred_{name}", by)})  # fmt: skip
+    table = pd.DataFrame(rows)
+    _atomic_text(run_dir / "metrics.csv", table.to_csv(index=False))
+    _atomic_text(
+        run_dir / "metrics.json", json.dumps({"config": config, "metrics": table.to_dict("records")}, indent=2)
+    )
+    return table

@@ -1,0 +1,131 @@
+"""Train / validation / test roles of every measured (drug, cell line) grid cell, per fold.
+
+A fold is a role grid (drugs x cells, int8): TRAIN, VAL, TEST, or UNUSED where nothing was measured. Roles are given to
+grid cells, not to pair rows, so the two measurements of one CID on one cell line (two GDSC drug ids) always share a
+role. Validation is carved from the training side only; it drives early stopping and model selection, so the test
+entities never influence training, scaling or selection.
+
+- ``drug-known``: random grid cells, 5% test stratified by the cell line's TCGA type, validation from the rest.
+- ``lodo``: one fold per drug (= PubChem CID); validation drugs are drawn from the other drugs.
+- ``cell-out``: k folds of cell lines (stratified by TCGA type); validation cell lines from the training ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+UNUSED, TRAIN, VAL, TEST = 0, 1, 2, 3
+SETTINGS = ("drug-known", "lodo", "cell-out")
+
+
+class FoldSelectionError(ValueError):
+    """A --fold or --split value that names no folds."""
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One train/validation/test assignment. ``name`` is unique within a run and names its output files."""
+
+    name: str
+    setting: str
+    seed: int
+    roles: np.ndarray
+    """(drugs, cells) int8 of UNUSED/TRAIN/VAL/TEST."""
+
+    def count(self, role: int) -> int:
+        return int((self.roles == role).sum())
+
+
+def make_folds(
+    setting: str, count: np.ndarray, drug_ids: np.ndarray, cell_groups: np.ndarray, seed: int = 0,
+    val_fraction: float = 0.1, test_fraction: float = 0.05, n_cell_folds: int = 5,
+) -> list[Fold]:  # fmt: skip
+    """All folds of one setting. ``count`` (drugs x cells) says which grid cells were measured."""
+    measured = count > 0
+    if setting == "drug-known":
+        return [_drug_known(measured, cell_groups, seed, val_fraction, test_fraction)]
+    if setting == "lodo":
+        return [_lodo(measured, drug_ids, d, seed, val_fraction) for d in range(len(drug_ids))]
+    if setting == "cell-out":
+        return _cell_out(measured, cell_groups, seed, val_fraction, n_cell_folds)
+    raise FoldSelectionError(f"unknown split {setting!r}; choose one of {', '.join(SETTINGS)}")
+
+
+def select(folds: list[Fold], spec: str) -> list[Fold]:
+    """``all``, ``N`` or ``N-M`` (inclusive, 0-based), or a comma-separated list of fold names or numbers."""
+    if spec == "all":
+        return folds
+    chosen: list[Fold] = []
+    by_name = {f.name: f for f in folds}
+    for part in spec.split(","):
+        if part in by_name:
+            chosen.append(by_name[part])
+            continue
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise FoldSelectionError(f"--fold {spec!r}: use all, N, N-M or fold names (e.g. {folds[0].name})")
+        first, last = int(lo), int(hi or lo)
+        if last >= len(folds) or first > last:
+            raise FoldSelectionError(f"--fold {spec!r}: this split has folds 0-{len(folds) - 1}")
+        chosen.extend(folds[first : last + 1])
+    return chosen
+
+
+def _rng(*key: object) -> np.random.Generator:
+    """A generator seeded by a stable hash of ``key``, so a fold's draws do not depend on which other folds run."""
+    digest = hashlib.sha256(repr(key).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _stratified_pick(items: np.ndarray, groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A ``fraction`` of ``items`` drawn within each group (rounded, at least one from groups of two or more)."""
+    picked = []
+    for group in np.unique(groups):
+        members = items[groups == group]
+        n = int(round(fraction * len(members)))
+        if n == 0 and len(members) >= 2 and fraction > 0:
+            n = 1
+        picked.append(rng.permutation(members)[:n])
+    return np.sort(np.concatenate(picked)) if picked else np.array([], dtype=np.int64)
+
+
+def _drug_known(measured: np.ndarray, cell_groups: np.ndarray, seed: int, val: float, test: float) -> Fold:
+    rng = _rng("drug-known", seed)
+    flat = np.flatnonzero(measured)
+    groups = cell_groups[flat % measured.shape[1]]
+    test_cells = _stratified_pick(flat, groups, test, rng)
+    rest = np.setdiff1d(flat, test_cells)
+    val_cells = _stratified_pick(rest, cell_groups[rest % measured.shape[1]], val, rng)
+    roles = measured.astype(np.int8) * TRAIN
+    roles.flat[val_cells] = VAL
+    roles.flat[test_cells] = TEST
+    return Fold(f"drug-known-seed{seed}", "drug-known", seed, roles)
+
+
+def _lodo(measured: np.ndarray, drug_ids: np.ndarray, held_out: int, seed: int, val: float) -> Fold:
+    others = np.array([d for d in range(len(drug_ids)) if d != held_out])
+    n_val = max(1, int(round(val * len(others))))
+    val_drugs = _rng("lodo", seed, str(drug_ids[held_out])).choice(others, size=n_val, replace=False)
+    roles = measured.astype(np.int8) * TRAIN
+    roles[val_drugs] *= VAL
+    roles[held_out] *= TEST
+    return Fold(f"lodo-seed{seed}-{drug_ids[held_out]}", "lodo", seed, roles)
+
+
+def _cell_out(measured: np.ndarray, cell_groups: np.ndarray, seed: int, val: float, k: int) -> list[Fold]:
+    rng = _rng("cell-out", seed)
+    order = np.concatenate([rng.permutation(np.flatnonzero(cell_groups == g)) for g in np.unique(cell_groups)])
+    fold_of = np.empty(len(cell_groups), dtype=np.int64)
+    fold_of[order] = np.arange(len(order)) % k
+    folds = []
+    for i in range(k):
+        train_cells = np.flatnonzero(fold_of != i)
+        val_cells = _stratified_pick(train_cells, cell_groups[train_cells], val, _rng("cell-out", seed, i))
+        roles = measured.astype(np.int8) * TRAIN
+        roles[:, val_cells] *= VAL
+        roles[:, fold_of == i] *= TEST
+        folds.append(Fold(f"cell-out-seed{seed}-{i}", "cell-out", seed, roles))
+    return folds
