@@ -20,8 +20,9 @@ from fused_train.models.slots import DrugInput, GraphBatch, SlotModel, linear, t
 
 class DeepCDRSlots(SlotModel):
     def __init__(
-        self, n_slots: int, drug_dim: int, cell_dims: dict[str, int], graph: bool, gcn: Sequence[int] = (256, 256, 256, 100),
-        branch: Sequence[int] = (256, 100), hidden: Sequence[int] = (300, 100),
+        self, n_slots: int, drug_dim: int, cell_dims: dict[str, int], graph: bool,
+        gcn: Sequence[int] = (256, 256, 256, 100), branch: Sequence[int] = (256, 100),
+        hidden: Sequence[int] = (300, 100),
     ) -> None:  # fmt: skip
         super().__init__(n_slots)
         self.graph, self.cell_names = graph, list(cell_dims)
