@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from fused_cache import datasets
 from fused_cache.cluster import connect, run_tasks
@@ -117,7 +118,7 @@ def train(
 ) -> list[str]:  # fmt: skip
     """Train the selected folds that are not finished; returns the names of the folds trained now.
 
-    With ``scheduler`` the folds are split into groups, one task each, trained by workers that read the stores from
+    With ``scheduler`` the folds are split into groups of ``2 * slots`` folds, one task each, trained by workers that read the stores from
     the same cache directory and write into the same run directory; a lost worker's group is retried.
     """
     inputs = load_run_inputs(spec, cache_dir)
@@ -129,8 +130,8 @@ def train(
         _train_folds(spec, inputs, todo, run_dir, device, slots, quiet)
         return todo
     with connect(scheduler, workers) as client:
-        n_groups = max(1, len(client.scheduler_info()["workers"]))
-        groups = [todo[i::n_groups] for i in range(n_groups) if todo[i::n_groups]]
+        size = 2 * slots
+        groups = [todo[i : i + size] for i in range(0, len(todo), size)]
         tasks = [(spec, names, run_dir, cache_dir, device, slots) for names in groups]
         run_tasks(_train_group, tasks, client, desc=f"{spec.name} (fold groups)", quiet=quiet)
     return todo
@@ -138,6 +139,9 @@ def train(
 
 def _train_group(spec: RunSpec, names: list[str], run_dir: Path, cache_dir: Any, device: str, slots: int) -> None:
     """One task on a worker: train the group's unfinished folds (a retried task skips what its first try finished)."""
+    from dask.distributed import get_worker
+
+    torch.set_num_threads(get_worker().state.nthreads)  # not every core: the other workers share them
     inputs = load_run_inputs(spec, cache_dir)
     todo = [n for n in names if n not in finished(run_dir)]
     _train_folds(spec, inputs, todo, run_dir, device, slots, quiet=True)

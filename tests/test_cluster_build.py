@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -42,7 +44,7 @@ def test_losing_a_worker_mid_build_loses_nothing(gdsc: Dataset, tmp_path: Path) 
                 time.sleep(0.02)
             done_at_kill.append(len(list(cache.glob("drug/morgan/.partial-*/batch-*.npz"))))
             nanny = next(iter(cluster.workers.values()))
-            nanny.process.process.kill()  # the nanny restarts it; its tasks are retried on a live worker
+            os.kill(nanny.process.process.pid, signal.SIGKILL)  # the nanny restarts it; its tasks are retried on a live worker
 
         killer = threading.Thread(target=kill_one_worker_once_work_has_started)
         killer.start()
