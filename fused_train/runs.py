@@ -118,8 +118,9 @@ def train(
 ) -> list[str]:  # fmt: skip
     """Train the selected folds that are not finished; returns the names of the folds trained now.
 
-    With ``scheduler`` the folds are split into groups of ``2 * slots`` folds, one task each, trained by workers that read the stores from
-    the same cache directory and write into the same run directory; a lost worker's group is retried.
+    With ``scheduler`` the folds are split into groups of ``2 * slots`` folds, one task each, trained by workers
+    that read the stores from the same cache directory and write into the same run directory; a lost worker's
+    group is retried, and skips the folds it had finished.
     """
     inputs = load_run_inputs(spec, cache_dir)
     prepare(spec, run_dir)

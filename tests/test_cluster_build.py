@@ -44,7 +44,7 @@ def test_losing_a_worker_mid_build_loses_nothing(gdsc: Dataset, tmp_path: Path) 
                 time.sleep(0.02)
             done_at_kill.append(len(list(cache.glob("drug/morgan/.partial-*/batch-*.npz"))))
             nanny = next(iter(cluster.workers.values()))
-            os.kill(nanny.process.process.pid, signal.SIGKILL)  # the nanny restarts it; its tasks are retried on a live worker
+            os.kill(nanny.process.process.pid, signal.SIGKILL)  # the nanny restarts it; its tasks are retried
 
         killer = threading.Thread(target=kill_one_worker_once_work_has_started)
         killer.start()
