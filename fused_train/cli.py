@@ -49,6 +49,8 @@ def _spec_options(fn: Any) -> Any:
         click.option("--slots", type=click.IntRange(min=1), default=_DEFAULTS.slots, show_default=True,
                      help="Folds trained together as one batched model."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+                     help="auto = bf16 autocast where the hardware has native bf16, else fp32."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -106,7 +108,8 @@ def _spec(kw: dict[str, Any], lr: float, options: dict[str, Any]) -> Any:
     from fused_train.runs import RunSpec
 
     train_config = TrainConfig(max_epochs=kw["epochs"], patience=kw["patience"], lr=lr,
-                               weight_decay=kw["weight_decay"], cells_per_step=kw["cells_per_step"])  # fmt: skip
+                               weight_decay=kw["weight_decay"], cells_per_step=kw["cells_per_step"],
+                               precision=kw["precision"])  # fmt: skip
     return RunSpec(model=kw["model"], drug_encoder=kw["drug_encoder"], cell_encoder=kw["cell_encoder"],
                    omics=_names(kw["omics"]), split=kw["split"], seeds=_ints(kw["seeds"]), dataset=kw["dataset"],
                    train=train_config, options=options)  # fmt: skip

@@ -21,7 +21,7 @@ import torch
 from fused_cache import datasets
 from fused_cache.cluster import connect, run_tasks
 from fused_train.data import Graphs, Inputs, load_inputs
-from fused_train.engine import FoldResult, TrainConfig, Trainer
+from fused_train.engine import FoldResult, TrainConfig, Trainer, resolve_precision
 from fused_train.metrics import summarise
 from fused_train.models.deepcdr import DeepCDRSlots
 from fused_train.models.fused import FusedSlots
@@ -122,6 +122,8 @@ def train(
     that read the stores from the same cache directory and write into the same run directory; a lost worker's
     group is retried, and skips the folds it had finished.
     """
+    precision = resolve_precision(spec.train.precision, device)
+    spec = replace(spec, train=replace(spec.train, precision=precision))  # the run records what it really used
     inputs = load_run_inputs(spec, cache_dir)
     prepare(spec, run_dir)
     todo = [f.name for f in select(folds_of(spec, inputs), fold) if f.name not in finished(run_dir)]

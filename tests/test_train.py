@@ -200,3 +200,17 @@ def test_fold_selection_errors_are_clear(small: tuple[str, Path], tmp_path: Path
     args = ["run", "--dataset", dataset, "--cache-dir", str(cache), "--drug-encoder", "morgan", "--fold", "99"]
     result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "r")], standalone_mode=False)
     assert "this split has folds 0-9" in str(result.exception)
+
+
+def test_grid_ranks_settings_by_validation_only(small: tuple[str, Path], tmp_path: Path) -> None:
+    dataset, cache = small
+    args = ["grid", "--drug-encoder", "morgan", "--dataset", dataset, "--cache-dir", str(cache), "--fold", "0-1",
+            "--epochs", "2", "--lr", "0.01,0.0001", "--heads", "2", "--hidden", "16,8", "--width", "16", "--proj", "8",
+            "--precision", "fp32", "--quiet", "--out", str(tmp_path / "grid")]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    table = pd.read_csv(tmp_path / "grid" / "grid.csv")
+    assert len(table) == 2 and table["val_rmse"].is_monotonic_increasing
+    for _, row in table.iterrows():
+        curves = [pd.read_csv(f) for f in (Path(row["run"]) / "curves").glob("*.csv")]
+        assert row["val_rmse"] == pytest.approx(np.mean([c["val_rmse"].min() for c in curves]))
+    assert "best by validation RMSE" in result.output

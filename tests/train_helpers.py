@@ -40,6 +40,6 @@ def small_dataset(gdsc: Dataset, folder: Path, cache: Path, n_drugs: int = 10, n
 
 
 def tiny_spec(dataset: str, split: str = "lodo", epochs: int = 3, **kw: object) -> RunSpec:
-    train = TrainConfig(max_epochs=epochs, patience=epochs, cells_per_step=16)
+    train = TrainConfig(max_epochs=epochs, patience=epochs, cells_per_step=16, precision="fp32")
     return RunSpec(model="fused", drug_encoder="morgan", cell_encoder="expression", omics=("methylation",),
                    split=split, dataset=dataset, train=train, options=dict(TINY), **kw)  # fmt: skip
