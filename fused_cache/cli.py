@@ -213,15 +213,20 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
     return {k: manifest[k] for k in keys} | {"skipped": sorted(manifest["skipped"])}
 
 
-def main() -> None:
-    """Console entry point: known errors become one clear line and a non-zero exit, without a traceback."""
+def run_cli(group: click.Group, known: tuple[type[Exception], ...]) -> None:
+    """Run a console command: ``known`` errors (bad input, missing stores) become one clear line and exit code 2,
+    without a traceback; anything else is a bug and keeps its traceback."""
     try:
-        cli(standalone_mode=False)
+        group(standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
-    except (EncoderError, DatasetError, StoreNotFound, CorruptStore) as err:
+    except known as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
+
+
+def main() -> None:
+    run_cli(cli, (EncoderError, DatasetError, StoreNotFound, CorruptStore))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -170,16 +169,7 @@ def report(runs: tuple[Path, ...], out: Path) -> None:
 
 
 def main() -> None:
-    """Console entry point: known errors become one clear line and a non-zero exit, without a traceback."""
+    from fused_cache.cli import run_cli
     from fused_train.runs import RunError
 
-    try:
-        cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
-    except (RunError, DatasetError, StoreNotFound, FoldSelectionError) as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    run_cli(cli, (RunError, DatasetError, StoreNotFound, FoldSelectionError))
