@@ -214,3 +214,20 @@ def test_grid_ranks_settings_by_validation_only(small: tuple[str, Path], tmp_pat
         curves = [pd.read_csv(f) for f in (Path(row["run"]) / "curves").glob("*.csv")]
         assert row["val_rmse"] == pytest.approx(np.mean([c["val_rmse"].min() for c in curves]))
     assert "best by validation RMSE" in result.output
+
+
+def test_deepcdr_gcn_and_cell_out_train_and_report_per_cell_line(small: tuple[str, Path], tmp_path: Path) -> None:
+    dataset, cache = small
+    spec = replace(tiny_spec(dataset, split="cell-out", epochs=2), model="deepcdr", drug_encoder="graph", options={})
+    spec = replace(spec, options={"gcn": [16, 8], "branch": [16, 8], "hidden": [16, 8]})
+    assert len(train(spec, tmp_path / "run", cache_dir=cache, quiet=True)) == 5
+    frame = predictions(tmp_path / "run")
+    assert np.isfinite(frame["pred_deepcdr"]).all()
+    assert frame["cell_id"].nunique() == 40  # every cell line is held out once
+    assert "per_cell_pcc_mean" in summarise_run(tmp_path / "run").columns
+
+
+def test_every_command_explains_itself_before_anything_is_built() -> None:
+    for command in ([], ["run"], ["grid"], ["report"]):
+        result = CliRunner().invoke(cli, [*command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output

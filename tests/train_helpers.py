@@ -24,7 +24,7 @@ def write_dataset(ds: Dataset, folder: Path) -> Path:
 
 
 def small_dataset(gdsc: Dataset, folder: Path, cache: Path, n_drugs: int = 10, n_cells: int = 40) -> str:
-    """The first drugs and cell lines of the bundled data as a dataset directory, with morgan and omics stores."""
+    """The first drugs and cell lines of the bundled data as a dataset directory, with morgan, graph, omics stores."""
     drugs = gdsc.drugs.head(n_drugs)
     cells = gdsc.cells[gdsc.cells["cell_id"].isin(gdsc.omics["expression"].index)].head(n_cells)
     pairs = gdsc.pairs[gdsc.pairs["drug_id"].isin(drugs["drug_id"]) & gdsc.pairs["cell_id"].isin(cells["cell_id"])]
@@ -34,7 +34,7 @@ def small_dataset(gdsc: Dataset, folder: Path, cache: Path, n_drugs: int = 10, n
     )
     path = write_dataset(sub, folder)
     ds = datasets.load(str(path))
-    for encoder in ("morgan", "expression", "methylation"):
+    for encoder in ("morgan", "graph", "expression", "methylation"):
         build_store(ds, encoder, cache, quiet=True)
     return str(path)
 
