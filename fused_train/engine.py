@@ -138,7 +138,7 @@ class Trainer:
                 for s, loss in zip(slots, losses.detach().cpu().tolist(), strict=True):
                     s.train_loss += loss / len(self.tiles)
             epochs = [s.epoch for s in slots]
-            bar.set_postfix_str(f"epoch {min(epochs)}-{max(epochs)} in {len(slots)} slots", refresh=False)
+            bar.set_postfix_str(f"epoch {min(epochs)}-{max(epochs)} in {len(slots)} slots")
             keep: list[int] = []
             for i, (s, pred) in enumerate(zip(slots, self._evaluate(model, scalers, slots), strict=True)):
                 done = self._end_epoch(s, pred)
