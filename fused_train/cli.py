@@ -44,6 +44,8 @@ def _spec_options(fn: Any) -> Any:
         click.option("--cells-per-step", type=click.IntRange(min=1), default=_DEFAULTS.cells_per_step,
                      show_default=True, help="Cell lines per step (x all drugs)."),
         click.option("--weight-decay", type=float, default=_DEFAULTS.weight_decay, show_default=True),
+        click.option("--select-by", type=click.Choice(["rmse", "drug-pcc"]), default=_DEFAULTS.select_by,
+                     show_default=True, help="Validation metric for early stopping and the kept epoch."),
         click.option("--cache-dir", type=click.Path(path_type=Path), default=None),
         click.option("--slots", type=click.IntRange(min=1), default=_DEFAULTS.slots, show_default=True,
                      help="Folds trained together as one batched model."),
@@ -108,7 +110,7 @@ def _spec(kw: dict[str, Any], lr: float, options: dict[str, Any]) -> Any:
 
     train_config = TrainConfig(max_epochs=kw["epochs"], patience=kw["patience"], lr=lr,
                                weight_decay=kw["weight_decay"], cells_per_step=kw["cells_per_step"],
-                               precision=kw["precision"])  # fmt: skip
+                               select_by=kw["select_by"], precision=kw["precision"])  # fmt: skip
     return RunSpec(model=kw["model"], drug_encoder=kw["drug_encoder"], cell_encoder=kw["cell_encoder"],
                    omics=_names(kw["omics"]), split=kw["split"], seeds=_ints(kw["seeds"]), dataset=kw["dataset"],
                    train=train_config, options=options)  # fmt: skip
