@@ -220,6 +220,7 @@ def test_deepcdr_gcn_and_cell_out_train_and_report_per_cell_line(small: tuple[st
     dataset, cache = small
     spec = replace(tiny_spec(dataset, split="cell-out", epochs=2), model="deepcdr", drug_encoder="graph", options={})
     spec = replace(spec, options={"gcn": [16, 8], "branch": [16, 8], "hidden": [16, 8]})
+    spec = replace(spec, train=replace(spec.train, precision="bf16"))  # autocast through the sparse GCN
     assert len(train(spec, tmp_path / "run", cache_dir=cache, quiet=True)) == 5
     frame = predictions(tmp_path / "run")
     assert np.isfinite(frame["pred_deepcdr"]).all()

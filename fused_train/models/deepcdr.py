@@ -48,7 +48,8 @@ class DeepCDRSlots(SlotModel):
             for i in range(self.n_gcn):
                 h = linear(h, getattr(self, f"drug_{i}"), torch.zeros_like(getattr(self, f"drug_{i}_b")))
                 width = h.shape[-1]
-                mixed = torch.sparse.mm(drug.adjacency, h.permute(1, 0, 2).reshape(n_atoms, -1))
+                with torch.autocast(h.device.type, enabled=False):  # sparse products stay fp32 (no bf16 backward)
+                    mixed = torch.sparse.mm(drug.adjacency, h.float().permute(1, 0, 2).reshape(n_atoms, -1))
                 h = torch.relu(
                     mixed.view(n_atoms, self.n_slots, width).permute(1, 0, 2) + getattr(self, f"drug_{i}_b")[:, None]
                 )
