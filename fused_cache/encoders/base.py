@@ -154,6 +154,21 @@ def invalid_smiles(batch: DrugBatch) -> dict[str, str]:
     return bad
 
 
+def invalid_expression(batch: CellBatch, columns: np.ndarray, model: str) -> dict[str, str]:
+    """Cell lines an expression FM cannot embed: an infinite or negative value, or nothing expressed among the genes
+    the model knows (``columns`` of ``batch.genes``)."""
+    bad = {}
+    for cell_id, row in zip(batch.ids, batch.values[:, columns], strict=True):
+        if np.isinf(row).any():
+            bad[cell_id] = "expression has an infinite value"
+        elif (row < 0).any():
+            gene = batch.genes[columns[int(np.flatnonzero(row < 0)[0])]]
+            bad[cell_id] = f"expression of gene {gene!r} is negative; {model} takes non-negative expression"
+        elif not (row > 0).any():
+            bad[cell_id] = f"no gene known to {model} is expressed (all zero or unmeasured)"
+    return bad
+
+
 def _hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 

@@ -33,6 +33,7 @@ from fused_cache.encoders.base import (
     Encoder,
     EncoderError,
     file_sha256,
+    invalid_expression,
     resolve_checkpoint,
 )
 from fused_cache.encoders.torch_checkpoints import load_checkpoint_file, load_state_checked, post_norm_layer
@@ -117,17 +118,7 @@ class ScFoundationEncoder(Encoder):
         }
 
     def check(self, batch: CellBatch) -> dict[str, str]:
-        columns, _ = self._columns(batch.genes)
-        bad = {}
-        for cell_id, row in zip(batch.ids, batch.values[:, columns], strict=True):
-            if np.isinf(row).any():
-                bad[cell_id] = "expression has an infinite value"
-            elif (row < 0).any():
-                gene = batch.genes[columns[int(np.flatnonzero(row < 0)[0])]]
-                bad[cell_id] = f"expression of gene {gene!r} is negative; scFoundation takes non-negative expression"
-            elif not (row > 0).any():
-                bad[cell_id] = "no gene of the scFoundation panel is expressed (all zero or unmeasured)"
-        return bad
+        return invalid_expression(batch, self._columns(batch.genes)[0], "scFoundation")
 
     def embed(self, batch: CellBatch) -> np.ndarray:
         import torch
