@@ -190,7 +190,7 @@ class Trainer:
             for k in slots[0].scalers
         }
 
-    def _inputs(self, scalers: dict, index: torch.Tensor, drug_rows: torch.Tensor | None = None) -> tuple:
+    def _inputs(self, scalers: dict, index: torch.Tensor) -> tuple:
         """Scaled drug features (or graphs) and the cell tile ``index`` (S, c) of every token, per slot."""
         cells = {n: (x[index] - scalers[n][0][:, None]) / scalers[n][1][:, None] for n, x in self.cells.items()}
         if isinstance(self.drug, GraphBatch):
