@@ -1,1 +1,28 @@
-"""fused_train: train fusion heads and baselines on cached embeddings across folds."""
+"""fused_train: train the FUSED head, DeepCDR-style baselines and naive predictors on cached embeddings, across folds.
+
+>>> from fused_train import RunSpec, TrainConfig, train, summarise_run
+>>> spec = RunSpec(model="fused", drug_encoder="chemnet", omics=("methylation", "mutation"), split="lodo")
+>>> train(spec, Path("runs/my-run"), fold="0-7")     # skips finished folds; stores come from fused-cache
+>>> summarise_run(Path("runs/my-run"))                 # pooled and per-drug PCC/RMSE, model beside naive baselines
+"""
+
+from fused_train.data import Inputs, load_inputs
+from fused_train.engine import TrainConfig, Trainer
+from fused_train.report import write_report
+from fused_train.runs import RunError, RunSpec, predictions, summarise_run, train
+from fused_train.splits import Fold, make_folds
+
+__all__ = [
+    "Fold",
+    "Inputs",
+    "RunError",
+    "RunSpec",
+    "TrainConfig",
+    "Trainer",
+    "load_inputs",
+    "make_folds",
+    "predictions",
+    "summarise_run",
+    "train",
+    "write_report",
+]
