@@ -140,6 +140,14 @@ def file_sha256(path: str | Path) -> str:
     return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
+def weights_file(directory: Path, names: tuple[str, ...], hint: str) -> Path:
+    """The first of ``names`` found in a checkpoint directory (e.g. model.safetensors before pytorch_model.bin)."""
+    for name in names:
+        if (directory / name).exists():
+            return directory / name
+    raise CheckpointError(f"checkpoint directory {directory} has no weights ({' or '.join(names)}). {hint}")
+
+
 def invalid_smiles(batch: DrugBatch) -> dict[str, str]:
     """Drugs whose SMILES RDKit cannot parse; checked here because some models happily embed garbage strings."""
     from rdkit import Chem, RDLogger

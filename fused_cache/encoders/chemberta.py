@@ -22,6 +22,7 @@ from fused_cache.encoders.base import (
     file_sha256,
     invalid_smiles,
     resolve_checkpoint,
+    weights_file,
 )
 
 FILES = ["config.json", "vocab.json", "merges.txt"]
@@ -43,10 +44,7 @@ class ChemBERTaEncoder(Encoder):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.path = resolve_checkpoint(self.name, checkpoint, FILES, HINT)
-        weights = [self.path / w for w in WEIGHTS if (self.path / w).exists()]
-        if not weights:
-            raise CheckpointError(f"checkpoint directory {self.path} has no weights ({' or '.join(WEIGHTS)}). {HINT}")
-        self.weights = weights[0]
+        self.weights = weights_file(self.path, WEIGHTS, HINT)
         self.config = json.loads((self.path / "config.json").read_text())
         if self.config.get("model_type") != "roberta":
             raise CheckpointError(

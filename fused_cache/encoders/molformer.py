@@ -27,6 +27,7 @@ from fused_cache.encoders.base import (
     file_sha256,
     invalid_smiles,
     resolve_checkpoint,
+    weights_file,
 )
 from fused_cache.encoders.torch_checkpoints import load_checkpoint_file
 
@@ -51,10 +52,7 @@ class MoLFormerEncoder(Encoder):
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "auto", max_length: int = 202) -> None:
         self.path = resolve_checkpoint(self.name, checkpoint, FILES, HINT)
-        weights = [self.path / w for w in WEIGHTS if (self.path / w).exists()]
-        if not weights:
-            raise CheckpointError(f"checkpoint directory {self.path} has no weights ({' or '.join(WEIGHTS)}). {HINT}")
-        self.weights = weights[0]
+        self.weights = weights_file(self.path, WEIGHTS, HINT)
         self.config = json.loads((self.path / "config.json").read_text())
         missing = [f for f in CONFIG_FIELDS if f not in self.config]
         if self.config.get("model_type") != "molformer" or missing:
