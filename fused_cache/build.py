@@ -118,6 +118,9 @@ def build_store(
         rows, reused = _reusable_rows(root, enc, fingerprint, hashes)
         partial = path.parent / f".partial-{version}"
         todo = [i for i in range(len(items)) if i not in rows]
+        lengths = enc.lengths(items)
+        if lengths is not None:
+            todo.sort(key=lambda i: lengths[i])
         with connect(scheduler if todo else None, workers) as client:
             resumed = _embed_batches(enc, items, todo, rows, partial, batch_size, quiet, client)
         arrays = _assemble(items.ids, hashes, rows, enc.dim, dtype)

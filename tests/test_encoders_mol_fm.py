@@ -188,3 +188,22 @@ def test_molformer_names_bad_tokens_keys_and_configs(molformer_dir: Path, tmp_pa
     (wrong / "config.json").write_text(json.dumps({"model_type": "roberta"}))
     with pytest.raises(CheckpointError, match="not a MoLFormer config"):
         MoLFormerEncoder(wrong)
+
+
+def test_builds_batch_smiles_of_similar_length(
+    molformer_dir: Path, gdsc: Dataset, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[int]] = []
+    embed = MoLFormerEncoder.embed
+
+    def recording(self: MoLFormerEncoder, batch: DrugBatch) -> np.ndarray:
+        seen.append([len(self.tokens(s)) for s in batch.smiles])
+        return embed(self, batch)
+
+    monkeypatch.setattr(MoLFormerEncoder, "embed", recording)
+    report = build_store(subset(gdsc, 9, 2), "molformer", cache, batch_size=3, quiet=True,
+                         encoder_options={"checkpoint": molformer_dir})  # fmt: skip
+    flat = [n for batch in seen for n in batch]
+    assert len(seen) == 3 and flat == sorted(flat)  # padding stays small
+    direct = MoLFormerEncoder(molformer_dir).embed(_drugs(gdsc, 9))
+    np.testing.assert_allclose(report.store.embeddings[:], direct, atol=1e-5)  # rows stay in input order

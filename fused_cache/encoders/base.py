@@ -116,6 +116,11 @@ class Encoder(ABC):
         """Fix input-dependent settings on the full input before batching; returns notes for the manifest."""
         return {}
 
+    def lengths(self, batch: Batch) -> np.ndarray | None:
+        """Tokens per item for sequence models, or None. The build batches items of similar length together, so
+        that dynamic padding pads little; the output of an item does not depend on its batch."""
+        return None
+
     def check(self, batch: Batch) -> dict[str, str]:
         """Invalid items as id -> reason. The build raises on them, or skips and records them with --on-error skip."""
         return {}

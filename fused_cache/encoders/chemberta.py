@@ -70,6 +70,10 @@ class ChemBERTaEncoder(Encoder):
     def model_info(self) -> dict[str, Any]:
         return {"model": self.config.get("_name_or_path", "ChemBERTa"), "path": str(self.path)}
 
+    def lengths(self, batch: DrugBatch) -> np.ndarray:
+        tokenizer = self._load_tokenizer()
+        return np.array([len(tokenizer(s)["input_ids"]) for s in batch.smiles])
+
     def check(self, batch: DrugBatch) -> dict[str, str]:
         bad = invalid_smiles(batch)
         tokenizer = self._load_tokenizer()

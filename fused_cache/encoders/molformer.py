@@ -85,6 +85,9 @@ class MoLFormerEncoder(Encoder):
     def tokens(self, smiles: str) -> list[str]:
         return ["<bos>", *PATTERN.findall(smiles), "<eos>"]
 
+    def lengths(self, batch: DrugBatch) -> np.ndarray:
+        return np.array([len(self.tokens(s)) for s in batch.smiles])
+
     def check(self, batch: DrugBatch) -> dict[str, str]:
         bad = invalid_smiles(batch)
         for drug_id, smiles in zip(batch.ids, batch.smiles, strict=True):

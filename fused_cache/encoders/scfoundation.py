@@ -117,6 +117,10 @@ class ScFoundationEncoder(Encoder):
             "panel_coverage": f"{len(columns)}/{len(gene_panel())} panel genes from the input, the rest zero-filled",
         }
 
+    def lengths(self, batch: CellBatch) -> np.ndarray:
+        """Expressed genes per cell line (its token count)."""
+        return (np.nan_to_num(batch.values[:, self._columns(batch.genes)[0]]) > 0).sum(axis=1)
+
     def check(self, batch: CellBatch) -> dict[str, str]:
         return invalid_expression(batch, self._columns(batch.genes)[0], "scFoundation")
 

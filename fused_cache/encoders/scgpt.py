@@ -113,6 +113,10 @@ class ScGPTEncoder(Encoder):
             "cells_over_max_length": int((expressed > self.max_length - 1).sum()),
         }
 
+    def lengths(self, batch: CellBatch) -> np.ndarray:
+        """Expressed genes per cell line (its token count)."""
+        return (np.nan_to_num(batch.values[:, self._columns(batch.genes)[0]]) > 0).sum(axis=1)
+
     def check(self, batch: CellBatch) -> dict[str, str]:
         return invalid_expression(batch, self._columns(batch.genes)[0], "scGPT")
 
