@@ -130,6 +130,25 @@ class Encoder(ABC):
         """float32 array (len(batch), dim) for valid items (or ``Ragged`` for variable-size outputs)."""
 
 
+class GeneVocabularyEncoder(Encoder):
+    """An expression FM with a fixed gene vocabulary: one token per expressed gene it knows (scGPT, scFoundation).
+
+    Subclasses set ``label`` and say which input columns the vocabulary knows; validation and token counts follow.
+    """
+
+    label: ClassVar[str]
+
+    @abstractmethod
+    def known_columns(self, genes: list[str]) -> np.ndarray:
+        """Indices of the input genes that the model's vocabulary or panel holds."""
+
+    def lengths(self, batch: CellBatch) -> np.ndarray:
+        return (np.nan_to_num(batch.values[:, self.known_columns(batch.genes)]) > 0).sum(axis=1)
+
+    def check(self, batch: CellBatch) -> dict[str, str]:
+        return invalid_expression(batch, self.known_columns(batch.genes), self.label)
+
+
 @cache
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()

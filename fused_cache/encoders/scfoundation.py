@@ -30,10 +30,9 @@ import numpy as np
 from fused_cache.encoders.base import (
     CellBatch,
     CheckpointError,
-    Encoder,
     EncoderError,
+    GeneVocabularyEncoder,
     file_sha256,
-    invalid_expression,
     resolve_checkpoint,
 )
 from fused_cache.encoders.torch_checkpoints import load_checkpoint_file, load_state_checked, post_norm_layer
@@ -55,8 +54,9 @@ DECODER = ("decoder.", "decoder_embed.", "norm.", "to_final.")
 """The MAE decoder's part of the state dict; cell embeddings come from the encoder alone."""
 
 
-class ScFoundationEncoder(Encoder):
+class ScFoundationEncoder(GeneVocabularyEncoder):
     name = "scfoundation"
+    label = "scFoundation"
     entity = "cell"
     modality = "expression"
 
@@ -117,12 +117,8 @@ class ScFoundationEncoder(Encoder):
             "panel_coverage": f"{len(columns)}/{len(gene_panel())} panel genes from the input, the rest zero-filled",
         }
 
-    def lengths(self, batch: CellBatch) -> np.ndarray:
-        """Expressed genes per cell line (its token count)."""
-        return (np.nan_to_num(batch.values[:, self._columns(batch.genes)[0]]) > 0).sum(axis=1)
-
-    def check(self, batch: CellBatch) -> dict[str, str]:
-        return invalid_expression(batch, self._columns(batch.genes)[0], "scFoundation")
+    def known_columns(self, genes: list[str]) -> np.ndarray:
+        return self._columns(genes)[0]
 
     def embed(self, batch: CellBatch) -> np.ndarray:
         import torch

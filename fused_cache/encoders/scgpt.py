@@ -24,10 +24,9 @@ import numpy as np
 from fused_cache.encoders.base import (
     CellBatch,
     CheckpointError,
-    Encoder,
     EncoderError,
+    GeneVocabularyEncoder,
     file_sha256,
-    invalid_expression,
     resolve_checkpoint,
 )
 from fused_cache.encoders.torch_checkpoints import load_checkpoint_file, load_state_checked, post_norm_layer
@@ -51,8 +50,9 @@ MAX_VALUE = 512
 """scGPT's ContinuousValueEncoder clips its input to this."""
 
 
-class ScGPTEncoder(Encoder):
+class ScGPTEncoder(GeneVocabularyEncoder):
     name = "scgpt"
+    label = "scGPT"
     entity = "cell"
     modality = "expression"
 
@@ -113,12 +113,8 @@ class ScGPTEncoder(Encoder):
             "cells_over_max_length": int((expressed > self.max_length - 1).sum()),
         }
 
-    def lengths(self, batch: CellBatch) -> np.ndarray:
-        """Expressed genes per cell line (its token count)."""
-        return (np.nan_to_num(batch.values[:, self._columns(batch.genes)[0]]) > 0).sum(axis=1)
-
-    def check(self, batch: CellBatch) -> dict[str, str]:
-        return invalid_expression(batch, self._columns(batch.genes)[0], "scGPT")
+    def known_columns(self, genes: list[str]) -> np.ndarray:
+        return self._columns(genes)[0]
 
     def embed(self, batch: CellBatch) -> np.ndarray:
         import torch
