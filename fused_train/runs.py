@@ -129,6 +129,7 @@ def train(
     todo = [f.name for f in select(folds_of(spec, inputs), fold) if f.name not in finished(run_dir)]
     if not todo:
         return []
+    _remove_leftovers(run_dir, todo)  # of an earlier, killed run
     if scheduler is None:
         _train_folds(spec, inputs, todo, run_dir, device, slots, quiet)
         return todo
@@ -137,7 +138,15 @@ def train(
         groups = [todo[i : i + size] for i in range(0, len(todo), size)]
         tasks = [(spec, names, run_dir, cache_dir, device, slots) for names in groups]
         run_tasks(_train_group, tasks, client, desc=f"{spec.name} (fold groups)", quiet=quiet)
+    _remove_leftovers(run_dir, todo)
     return todo
+
+
+def _remove_leftovers(run_dir: Path, names: list[str]) -> None:
+    """Temporary files of these unfinished folds that a killed process or worker left half-written."""
+    for name in names:
+        for leftover in (*run_dir.glob(f"folds/.{name}.*.tmp"), *run_dir.glob(f"curves/.{name}.csv.*.tmp")):
+            leftover.unlink(missing_ok=True)
 
 
 def _train_group(spec: RunSpec, names: list[str], run_dir: Path, cache_dir: Any, device: str, slots: int) -> None:

@@ -88,6 +88,13 @@ class Encoder(ABC):
 
     dim: int
 
+    LOADED: ClassVar[tuple[str, ...]] = ("_model", "_tokenizer", "_device")
+    """Attributes that hold a lazily loaded model; pickling drops them, so that an encoder ships to a Dask worker
+    as its small settings and each worker loads its own copy of the weights."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: None if k in self.LOADED else v for k, v in self.__dict__.items()}
+
     def settings(self) -> dict[str, Any]:
         """Every setting that changes the output, JSON-serialisable."""
         return {}

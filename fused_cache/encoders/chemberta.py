@@ -58,9 +58,6 @@ class ChemBERTaEncoder(Encoder):
         self._model: Any = None
         self._tokenizer: Any = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None, "_tokenizer": None}
-
     def settings(self) -> dict[str, Any]:
         return {"pooling": self.pooling, "max_length": self.max_length, "smiles": "as given"}
 

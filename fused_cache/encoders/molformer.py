@@ -69,9 +69,6 @@ class MoLFormerEncoder(Encoder):
         self._device_name = device
         self._model: Any = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None}
-
     def settings(self) -> dict[str, Any]:
         return {"pooling": "masked mean of the final LayerNorm", "max_length": self.max_length, "smiles": "as given",
                 "feature_map": "stored weights (deterministic_eval)"}  # fmt: skip

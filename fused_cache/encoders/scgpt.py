@@ -73,10 +73,6 @@ class ScGPTEncoder(GeneVocabularyEncoder):
         self._device: Any = None
         self._columns_of: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Ship the encoder to Dask workers without the loaded model; each worker loads its own."""
-        return self.__dict__ | {"_model": None, "_device": None}
-
     def settings(self) -> dict[str, Any]:
         return {
             "max_length": self.max_length,
