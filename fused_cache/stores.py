@@ -233,16 +233,18 @@ def open_store(
         if path is not None:
             if not path.exists():
                 raise StoreNotFound(
-                    f"{path} is referenced for {dataset} but missing; run: {_build_hint(encoder, dataset, root)}"
+                    f"{path} is referenced for {dataset} but missing; {_advice(encoder, dataset, root)}"
                 )
             return Store(path)
-    raise StoreNotFound(
-        f"no {encoder!r} store for dataset {dataset!r} under {root}; run: {_build_hint(encoder, dataset, root)}"
-    )
+    raise StoreNotFound(f"no {encoder!r} store for dataset {dataset!r} under {root}; {_advice(encoder, dataset, root)}")
 
 
-def _build_hint(encoder: str, dataset: str, root: Path) -> str:
-    return f"fused-cache build --encoder {encoder} --dataset {dataset} --cache-dir {root}"
+def _advice(encoder: str, dataset: str, root: Path) -> str:
+    from fused_cache.encoders.registry import ENCODERS
+
+    if encoder not in ENCODERS:
+        return f"{encoder!r} is not an encoder (known: {', '.join(ENCODERS)})"
+    return f"run: fused-cache build --encoder {encoder} --dataset {dataset} --cache-dir {root}"
 
 
 def iter_stores(root: Path) -> Iterator[Path]:

@@ -193,6 +193,8 @@ def test_missing_store_names_the_build_command(small: tuple[str, Path], tmp_path
     dataset, cache = small
     with pytest.raises(FileNotFoundError, match="fused-cache build --encoder chemnet"):
         train(replace(tiny_spec(dataset), drug_encoder="chemnet"), tmp_path / "run", cache_dir=cache)
+    with pytest.raises(FileNotFoundError, match="'chemnett' is not an encoder"):
+        train(replace(tiny_spec(dataset), drug_encoder="chemnett"), tmp_path / "run", cache_dir=cache)
 
 
 def test_fold_selection_errors_are_clear(small: tuple[str, Path], tmp_path: Path) -> None:
