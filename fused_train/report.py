@@ -53,7 +53,7 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
                 "predictor": name if name in ("fused", "deepcdr") else f"naive: {name}",
                 "folds": int(part["folds"].iloc[0]),
                 "seeds": len(part),
-                "pairs": int(part["n_pairs"].sum()),
+                "test pairs": int(part["n_pairs"].sum()),
                 "PCC": _pm(part["pcc"]),
                 "RMSE": _pm(part["rmse"]),
                 f"{entity.replace('_', '-')} PCC": per_entity_text,
