@@ -4,14 +4,36 @@
 >>> ds = datasets.load("gdsc-deepcdr")
 >>> build_store(ds, "morgan")                          # no-op when up to date
 >>> store = open_store("morgan", entity="drug")         # .ids, .embeddings (lazy), .manifest, .to_pandas()
+
+Building (and with it the encoders) is imported on first use, so a reader of stores, such as the trainer, never loads
+encoder code.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from fused_cache import datasets
-from fused_cache.build import BuildReport, build_store
 from fused_cache.datasets import Dataset, DatasetError
-from fused_cache.encoders.base import CheckpointError, Encoder, EncoderError
-from fused_cache.encoders.registry import ENCODERS, get_encoder
 from fused_cache.stores import CorruptStore, Store, StoreNotFound, cache_root, open_store
+
+_LAZY = {
+    "BuildReport": "fused_cache.build",
+    "build_store": "fused_cache.build",
+    "CheckpointError": "fused_cache.encoders.base",
+    "Encoder": "fused_cache.encoders.base",
+    "EncoderError": "fused_cache.encoders.base",
+    "ENCODERS": "fused_cache.encoders.registry",
+    "get_encoder": "fused_cache.encoders.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fused_cache' has no attribute {name!r}")
+
 
 __all__ = [
     "ENCODERS",

@@ -12,6 +12,7 @@ import click
 import numpy as np
 
 from fused_cache import datasets
+from fused_cache.console import run_cli
 from fused_cache.datasets import DatasetError
 from fused_cache.encoders.base import EncoderError
 from fused_cache.encoders.registry import DEFAULT_ENCODERS, ENCODERS, encoder_class
@@ -211,21 +212,6 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "checksum",
     )
     return {k: manifest[k] for k in keys} | {"skipped": sorted(manifest["skipped"])}
-
-
-def run_cli(group: click.Group, known: tuple[type[Exception], ...]) -> None:
-    """Run a console command: ``known`` errors (bad input, missing stores) become one clear line and exit code 2,
-    without a traceback; anything else is a bug and keeps its traceback."""
-    try:
-        group(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
-    except known as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
 
 
 def main() -> None:

@@ -33,11 +33,14 @@ from fused_cache.manifest import array_checksum
 
 FORMATS = {"zarr": ".zarr", "hdf5": ".h5"}
 ENTITIES = ("drug", "cell")
-_RESERVED = {"ids", "item_hashes"}
 
 
 class StoreNotFound(FileNotFoundError):
     """No store for the requested encoder; the message says which `fused-cache build` makes it."""
+
+    def __init__(self, message: str, encoder: str | None = None) -> None:
+        super().__init__(message)
+        self.encoder = encoder
 
 
 class CorruptStore(RuntimeError):
@@ -228,23 +231,14 @@ def open_store(
 ) -> Store:
     """The store that ``fused-cache build --encoder ENCODER --dataset DATASET`` last produced."""
     root = cache_root(cache_dir)
+    advice = f"run: fused-cache build --encoder {encoder} --dataset {dataset} --cache-dir {root}"
     for kind in (entity,) if entity else ENTITIES:
         path = read_ref(root, dataset, kind, encoder)
         if path is not None:
             if not path.exists():
-                raise StoreNotFound(
-                    f"{path} is referenced for {dataset} but missing; {_advice(encoder, dataset, root)}"
-                )
+                raise StoreNotFound(f"{path} is referenced for {dataset} but missing; {advice}", encoder)
             return Store(path)
-    raise StoreNotFound(f"no {encoder!r} store for dataset {dataset!r} under {root}; {_advice(encoder, dataset, root)}")
-
-
-def _advice(encoder: str, dataset: str, root: Path) -> str:
-    from fused_cache.encoders.registry import ENCODERS
-
-    if encoder not in ENCODERS:
-        return f"{encoder!r} is not an encoder (known: {', '.join(ENCODERS)})"
-    return f"run: fused-cache build --encoder {encoder} --dataset {dataset} --cache-dir {root}"
+    raise StoreNotFound(f"no {encoder!r} store for dataset {dataset!r} under {root}; {advice}", encoder)
 
 
 def iter_stores(root: Path) -> Iterator[Path]:

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from fused_cache import DatasetError, StoreNotFound
+from fused_cache.datasets import DatasetError
+from fused_cache.stores import StoreNotFound
 from fused_train.engine import TrainConfig
 from fused_train.splits import SETTINGS, FoldSelectionError
 
@@ -171,7 +172,7 @@ def report(runs: tuple[Path, ...], out: Path) -> None:
 
 
 def main() -> None:
-    from fused_cache.cli import run_cli
+    from fused_cache.console import run_cli
     from fused_train.runs import RunError
 
     run_cli(cli, (RunError, DatasetError, StoreNotFound, FoldSelectionError))

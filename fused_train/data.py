@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fused_cache import Dataset, open_store
+from fused_cache.datasets import Dataset
+from fused_cache.stores import open_store
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@ metrics, and the run directory (resume, report, errors)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -16,7 +19,7 @@ from train_helpers import TINY, small_dataset, tiny_spec
 
 from fused_cache import datasets
 from fused_train import metrics
-from fused_train.cli import cli
+from fused_train.cli import cli, main
 from fused_train.engine import Trainer
 from fused_train.models.fused import FusedReference, FusedSlots
 from fused_train.models.naive import naive_predictions
@@ -189,12 +192,26 @@ def test_run_resumes_reports_and_explains_errors(small: tuple[str, Path], tmp_pa
     assert "holds a different run" in str(changed.exception)
 
 
-def test_missing_store_names_the_build_command(small: tuple[str, Path], tmp_path: Path) -> None:
+def test_missing_store_names_the_build_command(
+    small: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dataset, cache = small
     with pytest.raises(FileNotFoundError, match="fused-cache build --encoder chemnet"):
         train(replace(tiny_spec(dataset), drug_encoder="chemnet"), tmp_path / "run", cache_dir=cache)
-    with pytest.raises(FileNotFoundError, match="'chemnett' is not an encoder"):
-        train(replace(tiny_spec(dataset), drug_encoder="chemnett"), tmp_path / "run", cache_dir=cache)
+    args = ["run", "--dataset", dataset, "--cache-dir", str(cache), "--drug-encoder", "chemnett"]
+    argv = ["fused-train", *args, "--out", str(tmp_path / "typo")]
+    with pytest.raises(SystemExit) as exit_, mock.patch.object(sys, "argv", argv):
+        main()
+    assert exit_.value.code == 2 and "'chemnett' is not an encoder" in capsys.readouterr().err
+
+
+def test_the_trainer_never_imports_encoders_or_the_build() -> None:
+    """Data flows one way: fused_train reads stores and never loads encoder or build code."""
+    code = (
+        "import sys, fused_train, fused_train.report; "
+        "print([m for m in sys.modules if m == 'fused_cache.build' or m.startswith('fused_cache.encoders')])"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def test_fold_selection_errors_are_clear(small: tuple[str, Path], tmp_path: Path) -> None:
