@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from fused_cache import build_store, datasets
-from fused_train.engine import TrainConfig
+from fused_train.engine import Execution, TrainConfig
 from fused_train.runs import RunSpec, train
 
 
@@ -47,7 +47,8 @@ def main(encoder: str, workers: int, batch_size: int, folds: int) -> None:
             times = {}
             for label, scheduler in (("in-process", None), (f"LocalCluster x{workers}", "local")):
                 start = time.perf_counter()
-                train(spec, root / f"run-{label}", f"0-{folds - 1}", scheduler=scheduler, workers=workers, quiet=True)
+                execution = Execution(scheduler=scheduler, workers=workers)
+                train(spec, root / f"run-{label}", f"0-{folds - 1}", execution=execution, quiet=True)
                 times[label] = time.perf_counter() - start
                 click.echo(f"{folds} LODO folds x 3 epochs, {label:16}: {times[label]:.1f} s")
             local, cluster = times.values()

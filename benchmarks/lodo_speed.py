@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from fused_train.engine import TrainConfig, Trainer
+from fused_train.engine import Execution, Trainer
 from fused_train.models.fused import FusedReference
 from fused_train.runs import RunSpec, folds_of, load_run_inputs, train
 from fused_train.splits import TRAIN, VAL
@@ -53,7 +53,7 @@ def reference_loop(trainer: Trainer, folds: list, epochs: int, batch_size: int) 
         data = TensorDataset(torch.from_numpy(d[train_rows]), torch.from_numpy(c[train_rows]),
                              torch.from_numpy((y[train_rows] - mu) / sd))  # fmt: skip
         loader = DataLoader(data, batch_size=batch_size, shuffle=True)
-        model = FusedReference(inputs.drug.shape[1], dims)
+        model = FusedReference(inputs.shapes())
         optimizer = torch.optim.Adam(model.parameters(), lr=trainer.config.lr)
         for _ in range(epochs):
             model.train()
@@ -87,8 +87,8 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: in
 def main(n_folds: int, epochs: int, batch_size: int, full: bool) -> None:
     inputs = load_run_inputs(SPEC)
     folds = folds_of(SPEC, inputs)[:n_folds]
-    config = replace(SPEC.train, max_epochs=epochs, patience=epochs, slots=n_folds)
-    engine = Trainer(inputs, lambda n: SPEC.build(inputs, n), config)
+    spec = replace(SPEC, train=replace(SPEC.train, max_epochs=epochs, patience=epochs))
+    engine = spec.trainer(inputs, Execution(slots=n_folds))
     click.echo(
         f"{n_folds} LODO folds x {epochs} epochs, {len(inputs.pairs)} pairs, torch threads {torch.get_num_threads()}"
     )
@@ -103,7 +103,7 @@ def main(n_folds: int, epochs: int, batch_size: int, full: bool) -> None:
     click.echo(f"speed-up: {reference_s / engine_s:.1f}x (target >= 20x)")
 
     with FlopCounterMode(display=False) as counter:
-        list(Trainer(inputs, lambda n: SPEC.build(inputs, n), config).run(folds, quiet=True))
+        list(spec.trainer(inputs, Execution(slots=n_folds)).run(folds, quiet=True))
     achieved = counter.get_total_flops() / engine_s / 1e9
     click.echo(f"engine ({engine.bf16 and 'bf16 autocast' or 'fp32'}) matmul rate: {achieved:.1f} GFLOP/s")
     for dtype in (torch.float32, torch.bfloat16):
@@ -113,7 +113,7 @@ def main(n_folds: int, epochs: int, batch_size: int, full: bool) -> None:
     if full:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            train(SPEC, Path(tmp) / "run", fold="all", quiet=True, slots=TrainConfig().slots)
+            train(SPEC, Path(tmp) / "run", fold="all", quiet=True)
             wall = time.perf_counter() - start
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         click.echo(

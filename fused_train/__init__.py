@@ -1,18 +1,23 @@
 """fused_train: train the FUSED head, DeepCDR-style baselines and naive predictors on cached embeddings, across folds.
 
->>> from fused_train import RunSpec, TrainConfig, train, summarise_run
+>>> from fused_train import RunSpec, Execution, train, summarise_run
 >>> spec = RunSpec(model="fused", drug_encoder="chemnet", omics=("methylation", "mutation"), split="lodo")
->>> train(spec, Path("runs/my-run"), fold="0-7")     # skips finished folds; stores come from fused-cache
->>> summarise_run(Path("runs/my-run"))                 # pooled and per-drug PCC/RMSE, model beside naive baselines
+>>> train(spec, Path("runs/my-run"), fold="0-7", execution=Execution(slots=8))   # skips finished folds
+>>> summarise_run(Path("runs/my-run"))        # pooled and per-drug PCC/RMSE, model beside naive baselines
+
+Models are registered in ``fused_train.models.registry.MODELS`` (name -> "module:Class").
 """
 
 from fused_train.data import Inputs, load_inputs
-from fused_train.engine import TrainConfig, Trainer
+from fused_train.engine import Execution, TrainConfig, Trainer
+from fused_train.models.registry import MODELS, model_class
 from fused_train.report import write_report
 from fused_train.runs import RunError, RunSpec, predictions, summarise_run, train
 from fused_train.splits import Fold, make_folds
 
 __all__ = [
+    "MODELS",
+    "Execution",
     "Fold",
     "Inputs",
     "RunError",
@@ -21,6 +26,7 @@ __all__ = [
     "Trainer",
     "load_inputs",
     "make_folds",
+    "model_class",
     "predictions",
     "summarise_run",
     "train",

@@ -19,6 +19,10 @@ from fused_cache.datasets import Dataset
 from fused_cache.stores import open_store
 
 
+class InputError(ValueError):
+    """The stores do not fit the model (e.g. atom graphs for a model that needs an embedding)."""
+
+
 @dataclass(frozen=True)
 class Graphs:
     """Atom graphs of the drugs (the ``graph`` store): atom features, offsets (A+1) and directed edges per drug."""
@@ -31,6 +35,16 @@ class Graphs:
     @property
     def dim(self) -> int:
         return int(self.atom_features.shape[1])
+
+
+@dataclass(frozen=True)
+class InputShapes:
+    """What a model is built for: the drug input's width and kind, and each cell token's width."""
+
+    drug_dim: int
+    drug_kind: str
+    """``"dense"`` (an (A, d) embedding) or ``"graph"`` (atom graphs; ``drug_dim`` = atom feature width)."""
+    cell_dims: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,14 @@ class Inputs:
     @property
     def shape(self) -> tuple[int, int]:
         return len(self.drug_ids), len(self.cell_ids)
+
+    @property
+    def drug_kind(self) -> str:
+        return "graph" if isinstance(self.drug, Graphs) else "dense"
+
+    def shapes(self) -> InputShapes:
+        drug_dim = self.drug.dim if isinstance(self.drug, Graphs) else self.drug.shape[1]
+        return InputShapes(drug_dim, self.drug_kind, {name: x.shape[1] for name, x in self.cells.items()})
 
     def grid(self) -> tuple[np.ndarray, np.ndarray]:
         """Per (drug, cell) grid cell: number of measurements (0, 1 or 2) and their mean ln IC50 (0 where none).
@@ -75,8 +97,7 @@ class Inputs:
             "pairs": len(self.pairs),
             "excluded_pairs": self.excluded,
             "stores": self.stores,
-            "features": {"drug": self.drug.dim if isinstance(self.drug, Graphs) else self.drug.shape[1]}
-            | {name: x.shape[1] for name, x in self.cells.items()},
+            "features": {"drug": self.shapes().drug_dim} | self.shapes().cell_dims,
         }
 
 
@@ -85,12 +106,19 @@ def load_inputs(
     drug_encoder: str,
     cell_encoders: Sequence[str],
     cache_dir: str | Path | None = None,
+    drug_kinds: Sequence[str] = ("dense",),
 ) -> Inputs:
     """Open the stores of one drug encoder and of the cell encoders, and keep the pairs all of them cover.
 
+    ``drug_kinds``: what the model accepts, "dense" (an embedding) and/or "graph" (a store of atom graphs).
     Raises StoreNotFound (with the ``fused-cache build`` to run) when a store is missing.
     """
     drug_store = open_store(drug_encoder, entity="drug", dataset=dataset.name, cache_dir=cache_dir)
+    kind = "graph" if "atom_features_offsets" in drug_store.manifest["arrays"] else "dense"
+    if kind not in drug_kinds:
+        wanted = "atom graphs (--drug-encoder graph)" if "graph" in drug_kinds else "a dense drug embedding"
+        raise InputError(f"the model needs {wanted}, but the {drug_encoder!r} store holds {kind} drug input; "
+                         "choose another --drug-encoder or --model")  # fmt: skip
     cell_stores = {
         name: open_store(name, entity="cell", dataset=dataset.name, cache_dir=cache_dir) for name in cell_encoders
     }
@@ -117,7 +145,7 @@ def load_inputs(
         dataset=dataset.name,
         drug_ids=drug_ids,
         cell_ids=cell_ids,
-        drug=_drug_features(drug_store, drug_ids),
+        drug=_graphs(drug_store, drug_ids) if kind == "graph" else _dense(drug_store, drug_ids),
         cells={name: _dense(store, cell_ids) for name, store in cell_stores.items()},
         pairs=pairs,
         cell_groups=cell_groups,
@@ -131,9 +159,7 @@ def _dense(store: Any, ids: np.ndarray) -> np.ndarray:
     return np.asarray(store.embeddings[:], dtype=np.float32)[rows]
 
 
-def _drug_features(store: Any, ids: np.ndarray) -> np.ndarray | Graphs:
-    if "atom_features_offsets" not in store.manifest["arrays"]:
-        return _dense(store, ids)
+def _graphs(store: Any, ids: np.ndarray) -> Graphs:
     rows = store.index_of(list(ids))
     atoms, atom_off = store.ragged("atom_features")
     edges, edge_off = store.ragged("edges")

@@ -61,5 +61,25 @@ def summarise(frame: pd.DataFrame, pred: str, by: str | None, truth: str = "ln_i
     return out
 
 
+def weighted_pcc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
+    """Pearson correlation of grid cells weighted by their number of measurements."""
+    my, mp = np.average(y, weights=w), np.average(p, weights=w)
+    cov = np.average((y - my) * (p - mp), weights=w)
+    var = np.average((y - my) ** 2, weights=w) * np.average((p - mp) ** 2, weights=w)
+    return float(cov / np.sqrt(var)) if var > 0 else float("nan")
+
+
+def mean_row_pcc(w: np.ndarray, y: np.ndarray, p: np.ndarray) -> float:
+    """Mean over grid rows (drugs) with at least 3 weighted cells and non-constant values of their weighted PCC."""
+    n = w.sum(axis=1, keepdims=True)
+    ok = (n[:, 0] >= 3) & ((w > 0).sum(axis=1) >= 3)
+    n = np.where(n > 0, n, 1)
+    my, mp = (w * y).sum(axis=1, keepdims=True) / n, (w * p).sum(axis=1, keepdims=True) / n
+    cov = (w * (y - my) * (p - mp)).sum(axis=1)
+    var = (w * (y - my) ** 2).sum(axis=1) * (w * (p - mp) ** 2).sum(axis=1)
+    ok &= var > 0
+    return float(np.mean(cov[ok] / np.sqrt(var[ok]))) if ok.any() else float("nan")
+
+
 def _short(by: str) -> str:
     return {"drug_id": "per_drug", "cell_id": "per_cell"}.get(by, by)

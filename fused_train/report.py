@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fused_train.metrics import per_entity  # noqa: E402
+from fused_train.models.naive import NAIVE  # noqa: E402
 from fused_train.runs import predictions, predictors, summarise_run  # noqa: E402
 
 
@@ -50,7 +51,7 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
                 "cells": "expression only" if not config["omics"] else "multi-omics",
                 "drug": config["drug_encoder"],
                 "cell input": "+".join([config["cell_encoder"], *config["omics"]]),
-                "predictor": name if name in ("fused", "deepcdr") else f"naive: {name}",
+                "predictor": f"naive: {name}" if name in NAIVE else name,
                 "folds": int(part["folds"].iloc[0]),
                 "seeds": len(part),
                 "test pairs": int(part["n_pairs"].sum()),

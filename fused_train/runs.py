@@ -20,16 +20,13 @@ import torch
 
 from fused_cache import datasets
 from fused_cache.cluster import connect, run_tasks
-from fused_train.data import Graphs, Inputs, load_inputs
-from fused_train.engine import FoldResult, TrainConfig, Trainer, resolve_precision
+from fused_train.data import Inputs, load_inputs
+from fused_train.engine import Execution, FoldResult, TrainConfig, Trainer, resolve_precision
 from fused_train.metrics import summarise
-from fused_train.models.deepcdr import DeepCDRSlots
-from fused_train.models.fused import FusedSlots
 from fused_train.models.naive import NAIVE, naive_predictions
+from fused_train.models.registry import make_options, model_class, options_json
 from fused_train.models.slots import SlotModel
 from fused_train.splits import TEST, Fold, make_folds, select
-
-MODELS = ("fused", "deepcdr", "naive")
 
 
 class RunError(ValueError):
@@ -49,13 +46,12 @@ class RunSpec:
     dataset: str = "gdsc-deepcdr"
     train: TrainConfig = field(default_factory=TrainConfig)
     options: dict[str, Any] = field(default_factory=dict)
-    """Model hyperparameters (fused: width, heads, proj, hidden; deepcdr: gcn, branch, hidden)."""
+    """The model's options (see its ``Options``); the defaults fill in whatever is not given."""
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise RunError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.cell_encoder in self.omics:
             raise RunError(f"--omics repeats the cell encoder {self.cell_encoder!r}")
+        object.__setattr__(self, "options", options_json(make_options(self.model, self.options)))
 
     @property
     def cell_tokens(self) -> list[str]:
@@ -67,19 +63,13 @@ class RunSpec:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out["train"] = {k: v for k, v in out["train"].items() if k not in ("slots", "device")}
         out["omics"], out["seeds"] = list(self.omics), list(self.seeds)
         return out
 
-    def build(self, inputs: Inputs, n_slots: int) -> SlotModel:
-        dims = {name: x.shape[1] for name, x in inputs.cells.items()}
-        graph = isinstance(inputs.drug, Graphs)
-        drug_dim = inputs.drug.dim if graph else inputs.drug.shape[1]
-        if self.model == "fused":
-            if graph:
-                raise RunError("the fused model needs a dense drug embedding (e.g. --drug-encoder chemnet), not graph")
-            return FusedSlots(n_slots, drug_dim, dims, **self.options)
-        return DeepCDRSlots(n_slots, drug_dim, dims, graph=graph, **self.options)
+    def trainer(self, inputs: Inputs, execution: Execution | None = None) -> Trainer:
+        """The engine that trains this run's model on ``inputs``."""
+        options = make_options(self.model, self.options)
+        return Trainer(inputs, model_class(self.model), options, self.train, execution or Execution())
 
 
 def folds_of(spec: RunSpec, inputs: Inputs) -> list[Fold]:
@@ -88,7 +78,8 @@ def folds_of(spec: RunSpec, inputs: Inputs) -> list[Fold]:
 
 
 def load_run_inputs(spec: RunSpec, cache_dir: str | Path | None = None) -> Inputs:
-    return load_inputs(datasets.load(spec.dataset), spec.drug_encoder, spec.cell_tokens, cache_dir)
+    drug_kinds = model_class(spec.model).drug_inputs
+    return load_inputs(datasets.load(spec.dataset), spec.drug_encoder, spec.cell_tokens, cache_dir, drug_kinds)
 
 
 def prepare(spec: RunSpec, run_dir: Path) -> None:
@@ -113,16 +104,17 @@ def finished(run_dir: Path) -> set[str]:
 
 
 def train(
-    spec: RunSpec, run_dir: Path, fold: str = "all", cache_dir: str | Path | None = None, device: str = "cpu",
-    slots: int = 16, scheduler: str | None = None, workers: int | None = None, quiet: bool = False,
+    spec: RunSpec, run_dir: Path, fold: str = "all", cache_dir: str | Path | None = None,
+    execution: Execution | None = None, quiet: bool = False,
 ) -> list[str]:  # fmt: skip
     """Train the selected folds that are not finished; returns the names of the folds trained now.
 
-    With ``scheduler`` the folds are split into groups of ``2 * slots`` folds, one task each, trained by workers
-    that read the stores from the same cache directory and write into the same run directory; a lost worker's
-    group is retried, and skips the folds it had finished.
+    With ``execution.scheduler`` the folds are split into groups of ``2 * slots`` folds, one task each, trained by
+    workers that read the stores from the same cache directory and write into the same run directory; a lost
+    worker's group is retried, and skips the folds it had finished.
     """
-    precision = resolve_precision(spec.train.precision, device)
+    execution = execution or Execution()
+    precision = resolve_precision(spec.train.precision, execution.device)
     spec = replace(spec, train=replace(spec.train, precision=precision))  # the run records what it really used
     inputs = load_run_inputs(spec, cache_dir)
     prepare(spec, run_dir)
@@ -130,13 +122,13 @@ def train(
     if not todo:
         return []
     _remove_leftovers(run_dir, todo)  # of an earlier, killed run
-    if scheduler is None:
-        _train_folds(spec, inputs, todo, run_dir, device, slots, quiet)
+    if execution.scheduler is None:
+        _train_folds(spec, inputs, todo, run_dir, execution, quiet)
         return todo
-    with connect(scheduler, workers) as client:
-        size = 2 * slots
+    with connect(execution.scheduler, execution.workers) as client:
+        size = 2 * execution.slots
         groups = [todo[i : i + size] for i in range(0, len(todo), size)]
-        tasks = [(spec, names, run_dir, cache_dir, device, slots) for names in groups]
+        tasks = [(spec, names, run_dir, cache_dir, execution) for names in groups]
         run_tasks(_train_group, tasks, client, desc=f"{spec.name} (fold groups)", quiet=quiet)
     _remove_leftovers(run_dir, todo)
     return todo
@@ -149,29 +141,27 @@ def _remove_leftovers(run_dir: Path, names: list[str]) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _train_group(spec: RunSpec, names: list[str], run_dir: Path, cache_dir: Any, device: str, slots: int) -> None:
+def _train_group(spec: RunSpec, names: list[str], run_dir: Path, cache_dir: Any, execution: Execution) -> None:
     """One task on a worker: train the group's unfinished folds (a retried task skips what its first try finished)."""
     from dask.distributed import get_worker
 
     torch.set_num_threads(get_worker().state.nthreads)  # not every core: the other workers share them
     inputs = load_run_inputs(spec, cache_dir)
     todo = [n for n in names if n not in finished(run_dir)]
-    _train_folds(spec, inputs, todo, run_dir, device, slots, quiet=True)
+    _train_folds(spec, inputs, todo, run_dir, execution, quiet=True)
 
 
 def _train_folds(
-    spec: RunSpec, inputs: Inputs, names: list[str], run_dir: Path, device: str, slots: int, quiet: bool
+    spec: RunSpec, inputs: Inputs, names: list[str], run_dir: Path, execution: Execution, quiet: bool
 ) -> None:
     wanted = set(names)
     folds = [f for f in folds_of(spec, inputs) if f.name in wanted]
     count, target = inputs.grid()
-    if spec.model == "naive":
+    if not issubclass(model_class(spec.model), SlotModel):  # nothing to train: the naive predictors only
         for f in folds:
             _write_fold(run_dir, inputs, f, {}, naive_predictions(count, target, f.roles), None)
         return
-    config = replace(spec.train, slots=slots, device=device)
-    trainer = Trainer(inputs, lambda n: spec.build(inputs, n), config)
-    for result in trainer.run(folds, quiet=quiet):
+    for result in spec.trainer(inputs, execution).run(folds, quiet=quiet):
         _write_fold(run_dir, inputs, result.fold, _model_grid(result, count.shape, spec.model),
                     naive_predictions(count, target, result.fold.roles), result)  # fmt: skip
 
@@ -230,7 +220,7 @@ def predictors(frame: pd.DataFrame) -> list[str]:
 def summarise_run(run_dir: Path) -> pd.DataFrame:
     """Metrics per predictor and seed (each seed's folds pooled), written to metrics.csv and metrics.json.
 
-    Per-entity metrics are per drug, except in the leave-cell-out setting, where they are per cell line.
+    Per-entity metrics are per drug, except in the leave-cell-out split, where they are per cell line.
     """
     config = json.loads((run_dir / "config.json").read_text())
     frame = predictions(run_dir)

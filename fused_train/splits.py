@@ -12,13 +12,14 @@ entities never influence training, scaling or selection.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from fused_train.seeding import rng as _rng
+
 UNUSED, TRAIN, VAL, TEST = 0, 1, 2, 3
-SETTINGS = ("drug-known", "lodo", "cell-out")
+SPLITS = ("drug-known", "lodo", "cell-out")
 
 
 class FoldSelectionError(ValueError):
@@ -30,28 +31,25 @@ class Fold:
     """One train/validation/test assignment. ``name`` is unique within a run and names its output files."""
 
     name: str
-    setting: str
+    split: str
     seed: int
     roles: np.ndarray
     """(drugs, cells) int8 of UNUSED/TRAIN/VAL/TEST."""
 
-    def count(self, role: int) -> int:
-        return int((self.roles == role).sum())
-
 
 def make_folds(
-    setting: str, count: np.ndarray, drug_ids: np.ndarray, cell_groups: np.ndarray, seed: int = 0,
+    split: str, count: np.ndarray, drug_ids: np.ndarray, cell_groups: np.ndarray, seed: int = 0,
     val_fraction: float = 0.1, test_fraction: float = 0.05, n_cell_folds: int = 5,
 ) -> list[Fold]:  # fmt: skip
-    """All folds of one setting. ``count`` (drugs x cells) says which grid cells were measured."""
+    """All folds of one split. ``count`` (drugs x cells) says which grid cells were measured."""
     measured = count > 0
-    if setting == "drug-known":
+    if split == "drug-known":
         return [_drug_known(measured, cell_groups, seed, val_fraction, test_fraction)]
-    if setting == "lodo":
+    if split == "lodo":
         return [_lodo(measured, drug_ids, d, seed, val_fraction) for d in range(len(drug_ids))]
-    if setting == "cell-out":
+    if split == "cell-out":
         return _cell_out(measured, cell_groups, seed, val_fraction, n_cell_folds)
-    raise FoldSelectionError(f"unknown split {setting!r}; choose one of {', '.join(SETTINGS)}")
+    raise FoldSelectionError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
 
 
 def select(folds: list[Fold], spec: str) -> list[Fold]:
@@ -72,12 +70,6 @@ def select(folds: list[Fold], spec: str) -> list[Fold]:
             raise FoldSelectionError(f"--fold {spec!r}: this split has folds 0-{len(folds) - 1}")
         chosen.extend(folds[first : last + 1])
     return chosen
-
-
-def _rng(*key: object) -> np.random.Generator:
-    """A generator seeded by a stable hash of ``key``, so a fold's draws do not depend on which other folds run."""
-    digest = hashlib.sha256(repr(key).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 def _stratified_pick(items: np.ndarray, groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:

@@ -1,10 +1,11 @@
-"""Shared fixtures: the bundled dataset and small slices of it, so store tests run in seconds."""
+"""Shared fixtures: the bundled dataset, small slices of it, and a small dataset with built stores for training."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from helpers import small_dataset, subset
 
 from fused_cache import datasets
 from fused_cache.datasets import Dataset
@@ -13,17 +14,6 @@ from fused_cache.datasets import Dataset
 @pytest.fixture(scope="session")
 def gdsc() -> Dataset:
     return datasets.load("gdsc-deepcdr")
-
-
-def subset(ds: Dataset, n_drugs: int, n_cells: int, name: str = "small") -> Dataset:
-    """The first drugs and cell lines of a dataset, with their pairs and omics rows."""
-    drugs = ds.drugs.head(n_drugs)
-    cells = ds.cells.head(n_cells)
-    pairs = ds.pairs[ds.pairs["drug_id"].isin(drugs["drug_id"]) & ds.pairs["cell_id"].isin(cells["cell_id"])]
-    omics = {m: x[x.index.isin(cells["cell_id"])] for m, x in ds.omics.items()}
-    return Dataset(
-        name, drugs.reset_index(drop=True), cells.reset_index(drop=True), pairs.reset_index(drop=True), omics
-    )
 
 
 @pytest.fixture()
@@ -37,3 +27,11 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "cache"
     monkeypatch.setenv("FUSED_CACHE_DIR", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_on(gdsc: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A 10-drug x 40-cell dataset directory and the cache holding its morgan, graph, expression, methylation
+    stores: what the trainer tests train on."""
+    root = tmp_path_factory.mktemp("train")
+    return small_dataset(gdsc, root / "small", root / "cache"), root / "cache"

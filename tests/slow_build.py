@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import subset
+from helpers import subset
 
 from fused_cache import build_store, datasets
 from fused_cache.encoders.rdkit_fingerprints import MorganEncoder

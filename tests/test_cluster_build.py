@@ -12,7 +12,7 @@ import cloudpickle
 import numpy as np
 import pytest
 import slow_build
-from conftest import subset
+from helpers import subset
 
 from fused_cache import build_store
 from fused_cache.datasets import Dataset

@@ -13,38 +13,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from train_helpers import small_dataset, tiny_spec
+from helpers import tiny_spec
 
-from fused_cache import datasets
-from fused_train.engine import TrainConfig
+from fused_train.engine import Execution, TrainConfig
 from fused_train.runs import predictions, train
 
 distributed = pytest.importorskip("dask.distributed")
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    root = tmp_path_factory.mktemp("cluster-train")
-    return small_dataset(datasets.load("gdsc-deepcdr"), root / "small", root / "cache"), root / "cache"
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["fold", "drug_id", "cell_id", "gdsc_drug_id"]).reset_index(drop=True)
 
 
-def test_local_cluster_run_equals_in_process(small: tuple[str, Path], tmp_path: Path) -> None:
-    dataset, cache = small
+def test_local_cluster_run_equals_in_process(trained_on: tuple[str, Path], tmp_path: Path) -> None:
+    dataset, cache = trained_on
     spec = tiny_spec(dataset)
-    here = train(spec, tmp_path / "here", cache_dir=cache, slots=2, quiet=True)
-    there = train(spec, tmp_path / "there", cache_dir=cache, slots=2, scheduler="local", workers=2, quiet=True)
+    here = train(spec, tmp_path / "here", cache_dir=cache, execution=Execution(slots=2), quiet=True)
+    cluster = Execution(slots=2, scheduler="local", workers=2)
+    there = train(spec, tmp_path / "there", cache_dir=cache, execution=cluster, quiet=True)
     assert sorted(here) == sorted(there) and len(here) == 10
     a, b = _sorted(predictions(tmp_path / "here")), _sorted(predictions(tmp_path / "there"))
     pd.testing.assert_frame_equal(a.drop(columns="pred_fused"), b.drop(columns="pred_fused"))
     np.testing.assert_allclose(a["pred_fused"], b["pred_fused"], atol=2e-4)
 
 
-def test_losing_a_worker_mid_run_loses_and_duplicates_nothing(small: tuple[str, Path], tmp_path: Path) -> None:
-    dataset, cache = small
+def test_losing_a_worker_mid_run_loses_and_duplicates_nothing(trained_on: tuple[str, Path], tmp_path: Path) -> None:
+    dataset, cache = trained_on
     spec = replace(tiny_spec(dataset), train=TrainConfig(max_epochs=40, patience=40, cells_per_step=8))
     run_dir = tmp_path / "run"
     with distributed.LocalCluster(
@@ -62,7 +56,8 @@ def test_losing_a_worker_mid_run_loses_and_duplicates_nothing(small: tuple[str, 
 
         killer = threading.Thread(target=kill_a_worker_once_folds_finish)
         killer.start()
-        trained = train(spec, run_dir, cache_dir=cache, slots=2, scheduler=cluster.scheduler_address, quiet=True)
+        execution = Execution(slots=2, scheduler=cluster.scheduler_address)
+        trained = train(spec, run_dir, cache_dir=cache, execution=execution, quiet=True)
         killer.join()
     assert 1 <= done_at_kill[0] < 10  # killed with folds still to do
     frame = predictions(run_dir)

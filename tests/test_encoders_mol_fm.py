@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import subset
 from fm_checkpoints_mol import write_chemberta, write_molformer
+from helpers import subset
 from safetensors.torch import load_file, save_file
 
 from fused_cache import CheckpointError, build_store

@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import subset
 from fm_checkpoints_sc import write_scfoundation, write_scgpt
+from helpers import subset
 
 from fused_cache.build import build_store
 from fused_cache.cli import cli

@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import pytest
 import zarr
-from conftest import subset
 from filelock import FileLock
+from helpers import subset
 
 from fused_cache import build_store, open_store
 from fused_cache.datasets import Dataset

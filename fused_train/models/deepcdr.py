@@ -10,24 +10,45 @@ layer is linear in the concatenation, so it splits into a per-drug and a per-cel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from fused_train.models.slots import DrugInput, GraphBatch, SlotModel, linear, take_rows
+from fused_train.data import Graphs, InputShapes
+from fused_train.models.registry import option
+from fused_train.models.slots import DrugInput, SlotModel, linear, take_rows
+
+
+@dataclass(frozen=True)
+class GraphBatch:
+    """Atom graphs of all drugs, shared by every slot: features (N, f), normalised adjacency (N, N, sparse) and the
+    atom rows of each drug padded with index N (a row of -inf for max pooling), shape (A, max_atoms)."""
+
+    atoms: Tensor
+    adjacency: Tensor
+    members: Tensor
+
+
+@dataclass(frozen=True)
+class DeepCDROptions:
+    gcn: tuple[int, ...] = option((256, 256, 256, 100), "GCN layer widths (graph drug input).")
+    branch: tuple[int, ...] = option((256, 100), "Widths of each cell token's subnetwork (and of the drug MLP for a "
+                                                 "dense drug embedding).")  # fmt: skip
+    hidden: tuple[int, ...] = option((300, 100), "Hidden widths of the regressor after the concatenation.")
 
 
 class DeepCDRSlots(SlotModel):
-    def __init__(
-        self, n_slots: int, drug_dim: int, cell_dims: dict[str, int], graph: bool,
-        gcn: Sequence[int] = (256, 256, 256, 100), branch: Sequence[int] = (256, 100),
-        hidden: Sequence[int] = (300, 100),
-    ) -> None:  # fmt: skip
+    Options = DeepCDROptions
+    drug_inputs = ("dense", "graph")
+
+    def __init__(self, n_slots: int, shapes: InputShapes, options: DeepCDROptions = DeepCDROptions()) -> None:
         super().__init__(n_slots)
-        self.graph, self.cell_names = graph, list(cell_dims)
-        self.n_gcn, self.n_branch, self.hidden = len(gcn), len(branch), tuple(hidden)
-        widths = [drug_dim, *(gcn if graph else branch)]
+        gcn, branch, hidden, cell_dims = options.gcn, options.branch, options.hidden, shapes.cell_dims
+        self.graph, self.cell_names = shapes.drug_kind == "graph", list(cell_dims)
+        self.n_gcn, self.n_branch, self.hidden = len(gcn), len(branch), hidden
+        widths = [shapes.drug_dim, *(gcn if self.graph else branch)]
         for i in range(len(widths) - 1):
             self.add_linear(f"drug_{i}", widths[i], widths[i + 1])
         for name, dim in cell_dims.items():
@@ -40,6 +61,31 @@ class DeepCDRSlots(SlotModel):
         for i in range(1, len(hidden)):
             self.add_linear(f"head_{i}", hidden[i - 1], hidden[i])
         self.add_linear("out", hidden[-1], 1)
+
+    @classmethod
+    def drug_tensor(cls, drug: np.ndarray | Graphs, device: torch.device) -> Tensor | GraphBatch:
+        """Graphs as one sparse, symmetrically normalised adjacency with self loops (Kipf and Welling's GCN)."""
+        if not isinstance(drug, Graphs):
+            return super().drug_tensor(drug, device)
+        n = len(drug.atom_features)
+        drug_of_edge = np.repeat(np.arange(len(drug.edge_offsets) - 1), np.diff(drug.edge_offsets))
+        src = np.concatenate([drug.edges[:, 0] + drug.atom_offsets[drug_of_edge], np.arange(n)])
+        dst = np.concatenate([drug.edges[:, 1] + drug.atom_offsets[drug_of_edge], np.arange(n)])
+        degree = np.bincount(dst, minlength=n).astype(np.float32)
+        values = 1.0 / np.sqrt(degree[src] * degree[dst])
+        adjacency = torch.sparse_coo_tensor(
+            torch.from_numpy(np.stack([dst, src])),
+            torch.from_numpy(values.astype(np.float32)),
+            (n, n),
+            check_invariants=True,
+        ).coalesce()
+        sizes = np.diff(drug.atom_offsets)
+        members = np.full((len(sizes), int(sizes.max())), n, dtype=np.int64)
+        for d, (start, size) in enumerate(zip(drug.atom_offsets[:-1], sizes, strict=True)):
+            members[d, :size] = np.arange(start, start + size)
+        return GraphBatch(
+            torch.from_numpy(drug.atom_features).to(device), adjacency.to(device), torch.from_numpy(members).to(device)
+        )
 
     def _drug_states(self, drug: DrugInput) -> Tensor:
         if isinstance(drug, GraphBatch):

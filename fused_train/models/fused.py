@@ -15,29 +15,42 @@ the same predictions for the same parameters, and the speed benchmark trains it 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from fused_train.data import InputShapes
+from fused_train.models.registry import ModelError, option
 from fused_train.models.slots import DrugInput, SlotModel, linear, take_rows
 
 
+@dataclass(frozen=True)
+class FusedOptions:
+    width: int = option(128, "Token width: each token network's output and the attention width.")
+    heads: int = option(4, "Attention heads per block (must divide --width).")
+    proj: int = option(128, "Width each block's output is projected to before concatenation.")
+    hidden: tuple[int, ...] = option((256, 64), "Hidden widths of the MLP after the concatenation.")
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ModelError(f"token width {self.width} must be divisible by the number of heads {self.heads}")
+        if not self.hidden:
+            raise ModelError("the MLP needs at least one hidden layer")
+
+
 class FusedSlots(SlotModel):
-    def __init__(
-        self, n_slots: int, drug_dim: int, cell_dims: dict[str, int], width: int = 128, heads: int = 4,
-        proj: int = 128, hidden: Sequence[int] = (256, 64),
-    ) -> None:  # fmt: skip
+    Options = FusedOptions
+    drug_inputs = ("dense",)
+
+    def __init__(self, n_slots: int, shapes: InputShapes, options: FusedOptions = FusedOptions()) -> None:
         super().__init__(n_slots)
-        if width % heads:
-            raise ValueError(f"token width {width} must be divisible by the number of heads {heads}")
-        if not hidden:
-            raise ValueError("the MLP needs at least one hidden layer")
-        self.cell_names = list(cell_dims)
-        self.width, self.heads, self.proj_width, self.hidden = width, heads, proj, tuple(hidden)
-        n_tokens = 1 + len(cell_dims)
+        width, proj, hidden = options.width, options.proj, options.hidden
+        self.cell_names = list(shapes.cell_dims)
+        self.width, self.heads, self.proj_width, self.hidden = width, options.heads, proj, hidden
+        n_tokens = 1 + len(self.cell_names)
         self.n_tokens = n_tokens
-        for name, dim in {"drug": drug_dim, **cell_dims}.items():
+        for name, dim in {"drug": shapes.drug_dim, **shapes.cell_dims}.items():
             self.add_linear(f"tok_{name}_1", dim, width)
             self.add_linear(f"tok_{name}_2", width, width)
         for part in ("q", "k", "v", "o"):
@@ -60,8 +73,6 @@ class FusedSlots(SlotModel):
         return linear(tokens, flat, bias.reshape(s, b * d)).reshape(*tokens.shape[:-1], b, d)
 
     def forward(self, drug: DrugInput, drug_rows: Tensor | None, cells: dict[str, Tensor]) -> Tensor:
-        if not isinstance(drug, Tensor):
-            raise TypeError("the fused model needs a dense drug embedding (e.g. chemnet, morgan), not atom graphs")
         S, B, H, D = self.n_slots, self.n_tokens, self.heads, self.width
         M, dh = B - 1, D // H
         t_drug = self._token("drug", take_rows(drug, drug_rows))  # (S, a, D)
@@ -116,11 +127,10 @@ class FusedSlots(SlotModel):
 class FusedReference(nn.Module):
     """FUSED written per pair with ``nn.MultiheadAttention``: the straightforward model, one fold at a time."""
 
-    def __init__(
-        self, drug_dim: int, cell_dims: dict[str, int], width: int = 128, heads: int = 4, proj: int = 128,
-        hidden: Sequence[int] = (256, 64),
-    ) -> None:  # fmt: skip
+    def __init__(self, shapes: InputShapes, options: FusedOptions = FusedOptions()) -> None:
         super().__init__()
+        cell_dims, drug_dim = shapes.cell_dims, shapes.drug_dim
+        width, heads, proj, hidden = options.width, options.heads, options.proj, options.hidden
         self.names = ["drug", *cell_dims]
         dims = {"drug": drug_dim, **cell_dims}
         self.tokens = nn.ModuleDict(

@@ -7,11 +7,24 @@ LODO fold, a held-out cell line), its mean falls back to the global mean and its
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 
 from fused_train.splits import TRAIN, VAL
 
 NAIVE = ("global-mean", "drug-mean", "cell-mean", "mean-effects")
+
+
+class NaiveOnly:
+    """``--model naive``: nothing to train, a run of only the naive predictors (which every run reports anyway)."""
+
+    @dataclass(frozen=True)
+    class Options:
+        pass
+
+    drug_inputs: ClassVar[tuple[str, ...]] = ("dense", "graph")
 
 
 def naive_predictions(count: np.ndarray, target: np.ndarray, roles: np.ndarray) -> dict[str, np.ndarray]:
@@ -25,14 +38,14 @@ def naive_predictions(count: np.ndarray, target: np.ndarray, roles: np.ndarray) 
     total = w.sum()
     mu = float((w * target).sum() / total)
 
-    def means(residual: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    def means(residual: np.ndarray, axis: int) -> np.ndarray:
         n = w.sum(axis=axis)
         s = (w * residual).sum(axis=axis)
-        return np.divide(s, n, out=np.zeros_like(s), where=n > 0), n > 0
+        return np.divide(s, n, out=np.zeros_like(s), where=n > 0)
 
-    drug_offset, _ = means(target - mu, axis=1)
-    cell_offset, _ = means(target - mu, axis=0)
-    effect_cell, _ = means(target - mu - drug_offset[:, None], axis=0)
+    drug_offset = means(target - mu, axis=1)
+    cell_offset = means(target - mu, axis=0)
+    effect_cell = means(target - mu - drug_offset[:, None], axis=0)
     shape = count.shape
     return {
         "global-mean": np.full(shape, mu, dtype=np.float32),

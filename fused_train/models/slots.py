@@ -9,28 +9,33 @@ re-initialised for the next fold (``reset_slot``) or dropped (``keep_slots``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-
-@dataclass(frozen=True)
-class GraphBatch:
-    """Atom graphs of all drugs, shared by every slot: features (N, f), normalised adjacency (N, N, sparse) and the
-    atom rows of each drug padded with index N (a row of -inf for max pooling), shape (A, max_atoms)."""
-
-    atoms: Tensor
-    adjacency: Tensor
-    members: Tensor
-
-
-DrugInput = Tensor | GraphBatch
-"""Per-slot scaled drug features (S, A, d), or graphs."""
+DrugInput = Any
+"""What the engine passes as ``drug``: per-slot scaled features (S, A, d) for dense stores, else what the model's
+``drug_tensor`` made of the raw input (e.g. a batch of atom graphs)."""
 
 
 class SlotModel(nn.Module):
-    """Base class: registers batched linear layers and knows how to (re)initialise or drop slots."""
+    """Base class: registers batched linear layers and knows how to (re)initialise or drop slots.
+
+    A subclass sets ``Options`` (a dataclass of its hyperparameters, see ``registry.option``) and ``drug_inputs``,
+    takes ``(n_slots, shapes, options)`` and implements ``forward``.
+    """
+
+    Options: ClassVar[type]
+    drug_inputs: ClassVar[tuple[str, ...]] = ("dense",)
+    """Drug store kinds the model accepts: "dense" and/or "graph"."""
+
+    @classmethod
+    def drug_tensor(cls, drug: np.ndarray | Any, device: torch.device) -> Any:
+        """The run's drug input on ``device``, made once: a dense matrix as a tensor (the engine scales it per slot);
+        models that take other inputs (atom graphs) override this."""
+        return torch.from_numpy(drug).to(device)
 
     def __init__(self, n_slots: int) -> None:
         super().__init__()

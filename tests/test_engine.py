@@ -1,0 +1,67 @@
+"""The batched engine: folds trained together equal folds trained alone, draws are seeded by the fold, and the
+held-out labels and entities never influence training, scaling or selection."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_spec
+
+from fused_train.engine import Execution, Trainer
+from fused_train.runs import folds_of, load_run_inputs
+from fused_train.splits import TEST, TRAIN
+
+
+def _trainer(dataset: str, cache: Path, slots: int, seed: int = 0) -> tuple[Trainer, list]:
+    spec = replace(tiny_spec(dataset), seeds=(seed,))
+    inputs = load_run_inputs(spec, cache)
+    return spec.trainer(inputs, Execution(slots=slots)), folds_of(spec, inputs)
+
+
+def test_folds_trained_together_match_folds_trained_alone(trained_on: tuple[str, Path]) -> None:
+    together, folds = _trainer(*trained_on, slots=4)
+    batched = {r.fold.name: r for r in together.run(folds[:4], quiet=True)}
+    alone, _ = _trainer(*trained_on, slots=1)
+    for fold in folds[:4]:
+        (single,) = alone.run([fold], quiet=True)
+        assert single.best_epoch == batched[fold.name].best_epoch
+        np.testing.assert_allclose(single.test_pred, batched[fold.name].test_pred, atol=2e-4)
+
+
+def test_same_seed_same_predictions_and_other_seed_differs(trained_on: tuple[str, Path]) -> None:
+    first, folds = _trainer(*trained_on, slots=2)
+    second, _ = _trainer(*trained_on, slots=2)
+    other, other_folds = _trainer(*trained_on, slots=2, seed=1)
+    a, b = ([r.test_pred for r in t.run(folds[:2], quiet=True)] for t in (first, second))
+    c = [r.test_pred for r in other.run(other_folds[:2], quiet=True)]
+    np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
+    assert not np.allclose(np.concatenate(a), np.concatenate(c))
+
+
+def test_held_out_labels_never_influence_training_or_selection(trained_on: tuple[str, Path]) -> None:
+    """Scramble the held-out drug's ln IC50: its predictions must not change (scalers, early stopping included)."""
+    trainer, folds = _trainer(*trained_on, slots=1)
+    fold = folds[3]
+    (clean,) = trainer.run([fold], quiet=True)
+    poisoned, _ = _trainer(*trained_on, slots=1)
+    poisoned.target_np = poisoned.target_np.copy()
+    poisoned.target_np[fold.roles == TEST] = 1e3
+    poisoned.target = torch.from_numpy(poisoned.target_np)
+    (result,) = poisoned.run([fold], quiet=True)
+    np.testing.assert_array_equal(result.test_pred, clean.test_pred)
+    assert result.curve.equals(clean.curve)
+
+
+def test_scalers_are_fitted_on_training_entities_only(trained_on: tuple[str, Path]) -> None:
+    trainer, folds = _trainer(*trained_on, slots=1)
+    fold = folds[0]
+    scalers = trainer._scalers(fold)
+    train_drugs = (fold.roles == TRAIN).any(axis=1)
+    assert not train_drugs[0] and train_drugs.sum() == len(train_drugs) - 2  # held-out and validation drug
+    np.testing.assert_allclose(scalers["drug"][0], trainer.inputs.drug[train_drugs].mean(axis=0), rtol=1e-6)
+    w = trainer.count_np * (fold.roles == TRAIN)
+    assert float(scalers["y"][0]) == pytest.approx((w * trainer.target_np).sum() / w.sum())
