@@ -36,6 +36,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     cells_per_step: int = 64
+    drugs_per_step: int = 0
+    """Drugs per step (x ``cells_per_step`` cell lines): each step trains every slot on one tile of the drug x cell
+    grid; 0 = all drugs. An epoch visits every tile once, in an order drawn per epoch."""
     select_by: str = "rmse"
     """Early stopping and the kept epoch: lowest validation ``rmse``, or highest mean per-drug validation PCC
     (``drug-pcc``, the LODO question: does the model rank the cell lines of a drug it has not seen?)."""
@@ -95,6 +98,8 @@ class _Slot:
     best_pred: np.ndarray | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
     train_loss: float = 0.0
+    steps: int = 0
+    """Optimizer steps taken so far."""
 
 
 class Trainer:
@@ -116,8 +121,9 @@ class Trainer:
         self.target = torch.from_numpy(mean).to(self.device)
         self.cells = {n: torch.from_numpy(x).to(self.device) for n, x in inputs.cells.items()}
         self.drug = model.drug_tensor(inputs.drug, self.device)
-        n_cells, step = len(inputs.cell_ids), config.cells_per_step
-        self.tiles = [(k, min(k + step, n_cells)) for k in range(0, n_cells, step)]
+        n_drugs, n_cells = inputs.shape
+        self.drug_tiles = (n_drugs, min(config.drugs_per_step or n_drugs, n_drugs))  # (entities, per tile)
+        self.cell_tiles = (n_cells, min(config.cells_per_step, n_cells))
 
     def run(self, folds: list[Fold], quiet: bool = False) -> Iterator[FoldResult]:
         """Train ``folds``; yields each as it finishes (so a caller can save it at once)."""
@@ -199,30 +205,45 @@ class Trainer:
         return (self.drug[None] - mu[:, None]) / sd[:, None], cells
 
     def _train_epoch(self, net: SlotModel, optimizer: SlotAdam, slots: list[_Slot], scalers: dict) -> None:
-        """One pass over every slot's cell lines in tiles (each slot in its own order for this epoch)."""
-        n_cells = len(self.inputs.cell_ids)
-        orders = [rng(s.fold.name, s.epoch).permutation(n_cells) for s in slots]
+        """One pass over the grid in tiles of drugs x cell lines, every slot in its own order (drawn from its fold's
+        name and epoch). Tiles all have the same shape: the last tile of a row or column is filled up with entities
+        from the start of the order, masked out of the loss, so each grid cell is trained on once per epoch."""
+        (n_drugs, a), (n_cells, c) = self.drug_tiles, self.cell_tiles
+        drugs, drug_ok = _padded_orders([rng(s.fold.name, s.epoch, "drugs").permutation(n_drugs) for s in slots], a)
+        cells, cell_ok = _padded_orders([rng(s.fold.name, s.epoch).permutation(n_cells) for s in slots], c)
+        per_row = cells.shape[1] // c
+        n_tiles = drugs.shape[1] // a * per_row
+        visits = np.stack([rng(s.fold.name, s.epoch, "tiles").permutation(n_tiles) for s in slots])  # (S, tiles)
         roles = torch.from_numpy(np.stack([s.fold.roles for s in slots])).to(self.device)
+        slot = np.arange(len(slots))[:, None]
         losses_sum = np.zeros(len(slots))
         net.train()
-        for start, stop in self.tiles:
-            index = torch.from_numpy(np.stack([order[start:stop] for order in orders])).to(self.device)
-            losses = self._step_losses(net, scalers, roles, index)
+        for step in range(n_tiles):
+            i, j = np.divmod(visits[:, step, None], per_row)  # (S, 1): each slot's tile position
+            r, q = i * a + np.arange(a), j * c + np.arange(c)  # (S, a), (S, c) positions in the orders
+            mask = torch.from_numpy(drug_ok[slot, r][:, :, None] & cell_ok[slot, q][:, None, :]).to(self.device)
+            rows, cols = (torch.from_numpy(x).to(self.device) for x in (drugs[slot, r], cells[slot, q]))
+            losses = self._step_losses(net, scalers, roles, rows, cols, mask)
             losses.sum().backward()
             optimizer.step()
             losses_sum += losses.detach().cpu().numpy()
         for s, total in zip(slots, losses_sum, strict=True):
-            s.train_loss = float(total / len(self.tiles))
+            s.train_loss = float(total / n_tiles)
+            s.steps += n_tiles
 
-    def _step_losses(self, net: SlotModel, scalers: dict, roles: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Per-slot mean squared error (in scaled ln IC50) over the slot's TRAIN cells of the tile."""
-        drug, cells = self._inputs(scalers, index)
+    def _step_losses(
+        self, net: SlotModel, scalers: dict, roles: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """Per-slot mean squared error (in scaled ln IC50) over the slot's TRAIN cells of its tile rows x cols."""
+        drug, cells = self._inputs(scalers, cols)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            pred = net(drug, None, cells).float()  # (S, A, c)
-        target = self.target[:, index].permute(1, 0, 2)
-        weight = self.count[:, index].permute(1, 0, 2) * (torch.gather(roles, 2, _expand(index, roles)) == TRAIN)
+            pred = net(drug, rows, cells).float()  # (S, a, c)
+        r, c = rows[:, :, None], cols[:, None, :]
+        slot = torch.arange(len(rows), device=self.device)[:, None, None]
+        weight = self.count[r, c] * ((roles[slot, r, c] == TRAIN) & mask)
         mu, sd = scalers["y"]
-        z = (target - mu[:, None, None]) / sd[:, None, None]
+        z = (self.target[r, c] - mu[:, None, None]) / sd[:, None, None]
         loss = (weight * (pred - z) ** 2).sum(dim=(1, 2))
         return loss / weight.sum(dim=(1, 2)).clamp(min=1)
 
@@ -260,7 +281,7 @@ class Trainer:
         w, y, p = count[val], target[val], pred[val]
         mse = float((w * (p - y) ** 2).sum() / w.sum())
         drug_pcc = mean_row_pcc(np.where(val, count, 0), target, np.nan_to_num(pred))
-        s.curve.append({"epoch": s.epoch, "train_loss": s.train_loss, "val_rmse": mse**0.5,
+        s.curve.append({"epoch": s.epoch, "steps": s.steps, "train_loss": s.train_loss, "val_rmse": mse**0.5,
                         "val_pcc": weighted_pcc(y, p, w), "val_drug_pcc": drug_pcc})  # fmt: skip
         loss = mse if self.config.select_by == "rmse" else -drug_pcc
         if loss < s.best_loss:
@@ -287,8 +308,11 @@ def _reuse_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
-def _expand(index: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
-    return index[:, None, :].expand(roles.shape[0], roles.shape[1], index.shape[1])
+def _padded_orders(orders: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Orders (S, n) filled up to a multiple of ``size`` with their first entries, and which positions are real."""
+    n = -(-len(orders[0]) // size) * size
+    padded = np.stack([np.resize(order, n) for order in orders])
+    return padded, np.broadcast_to(np.arange(n) < len(orders[0]), padded.shape)
 
 
 def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -156,25 +156,39 @@ class FusedReference(nn.Module):
             outputs.append(projection(mixed[:, 0]))
         return self.mlp(torch.cat(outputs, dim=1)).squeeze(-1)
 
+    def slot_layout(self, grads: bool = False) -> dict[str, list[Tensor]]:
+        """Each ``FusedSlots`` parameter of one slot as views of this module's parameters (or, with ``grads``, of their
+        gradients) in the slot model's x @ W layout: one view per block for the per-block parameters."""
+        width = self.attention[0].embed_dim
+
+        def t(param: Tensor) -> Tensor:
+            return param.grad if grads else param
+
+        views: dict[str, list[Tensor]] = {}
+
+        def linear_(name: str, layers: list[nn.Linear]) -> None:
+            views[name], views[f"{name}_b"] = [t(m.weight).T for m in layers], [t(m.bias) for m in layers]
+
+        for n in self.names:
+            linear_(f"tok_{n}_1", [self.tokens[n][0]])
+            linear_(f"tok_{n}_2", [self.tokens[n][2]])
+        for j, part in enumerate("qkv"):
+            rows = slice(j * width, (j + 1) * width)
+            views[f"att_{part}"] = [t(a.in_proj_weight)[rows].T for a in self.attention]
+            views[f"att_{part}_b"] = [t(a.in_proj_bias)[rows] for a in self.attention]
+        linear_("att_o", [a.out_proj for a in self.attention])
+        linear_("proj", list(self.projections))
+        linears = [m for m in self.mlp if isinstance(m, nn.Linear)]
+        for i, layer in enumerate(linears):
+            linear_(f"mlp_{i}" if i < len(linears) - 1 else "out", [layer])
+        return views
+
     @torch.no_grad()
     def load_slot(self, slots: FusedSlots, slot: int) -> FusedReference:
-        """Copy one slot's parameters (x @ W layout) into this module (nn.Linear's W x layout)."""
-
-        def put(linear_: nn.Linear, weight: Tensor, bias: Tensor) -> None:
-            linear_.weight.copy_(weight.T)
-            linear_.bias.copy_(bias)
-
-        p = {n: t[slot] for n, t in slots.named_parameters()}
-        for n in self.names:
-            put(self.tokens[n][0], p[f"tok_{n}_1"], p[f"tok_{n}_1_b"])
-            put(self.tokens[n][2], p[f"tok_{n}_2"], p[f"tok_{n}_2_b"])
-        for b, attention in enumerate(self.attention):
-            attention.in_proj_weight.copy_(torch.cat([p[f"att_{x}"][b].T for x in "qkv"]))
-            attention.in_proj_bias.copy_(torch.cat([p[f"att_{x}_b"][b] for x in "qkv"]))
-            put(attention.out_proj, p["att_o"][b], p["att_o_b"][b])
-            put(self.projections[b], p["proj"][b], p["proj_b"][b])
-        linears = [m for m in self.mlp if isinstance(m, nn.Linear)]
-        names = [f"mlp_{i}" for i in range(len(linears) - 1)] + ["out"]
-        for linear_, name in zip(linears, names, strict=True):
-            put(linear_, p[name], p[f"{name}_b"])
+        """Copy one slot's parameters into this module."""
+        layout = self.slot_layout()
+        for name, param in slots.named_parameters():
+            values = param[slot] if param.dim() > layout[name][0].dim() + 1 else param[slot][None]  # per block
+            for view, value in zip(layout[name], values, strict=True):
+                view.copy_(value)
         return self
