@@ -89,7 +89,9 @@ def _spec_options(fn: Any) -> Any:
         click.option("--patience", type=click.IntRange(min=1), default=_TRAIN.patience, show_default=True,
                      help="Epochs without a better validation metric (--select-by) before a fold stops."),
         click.option("--cells-per-step", type=click.IntRange(min=1), default=_TRAIN.cells_per_step,
-                     show_default=True, help="Cell lines per step (x all drugs)."),
+                     show_default=True, help="Cell lines per optimizer step (x --drugs-per-step drugs)."),
+        click.option("--drugs-per-step", type=click.IntRange(min=0), default=_TRAIN.drugs_per_step,
+                     show_default=True, help="Drugs per optimizer step; 0 = all drugs."),
         click.option("--weight-decay", type=float, default=_TRAIN.weight_decay, show_default=True,
                      help="Decoupled weight decay (AdamW)."),
         click.option("--select-by", type=click.Choice(["rmse", "drug-pcc"]), default=_TRAIN.select_by,
@@ -119,7 +121,8 @@ def _spec(kw: dict[str, Any], lr: float, options: dict[str, Any]) -> Any:
 
     train_config = TrainConfig(max_epochs=kw["epochs"], patience=kw["patience"], lr=lr,
                                weight_decay=kw["weight_decay"], cells_per_step=kw["cells_per_step"],
-                               select_by=kw["select_by"], precision=kw["precision"])  # fmt: skip
+                               drugs_per_step=kw["drugs_per_step"], select_by=kw["select_by"],
+                               precision=kw["precision"])  # fmt: skip
     return RunSpec(model=kw["model"], drug_encoder=kw["drug_encoder"], cell_encoder=kw["cell_encoder"],
                    omics=_names(kw["omics"]), split=kw["split"], seeds=_ints(kw["seeds"]), dataset=kw["dataset"],
                    train=train_config, options=options)  # fmt: skip
