@@ -11,6 +11,7 @@ ENCODERS: dict[str, str] = {
     "morgan": "fused_cache.encoders.rdkit_fingerprints:MorganEncoder",
     "rdkit2d": "fused_cache.encoders.rdkit_fingerprints:RDKit2DEncoder",
     "chemnet": "fused_cache.encoders.chemnet:ChemNetEncoder",
+    "minimol": "fused_cache.encoders.minimol:MiniMolEncoder",
     "graph": "fused_cache.encoders.graph:GraphEncoder",
     "expression": "fused_cache.encoders.omics:ExpressionEncoder",
     "methylation": "fused_cache.encoders.omics:MethylationEncoder",
