@@ -22,8 +22,9 @@ ENCODERS: dict[str, str] = {
     "scfoundation": "fused_cache.encoders.scfoundation:ScFoundationEncoder",
 }
 
-DEFAULT_ENCODERS = ("morgan", "chemnet", "graph", "expression", "methylation", "mutation")
-"""Built by ``fused-cache build --encoder all``: everything that needs no user-supplied checkpoint."""
+DEFAULT_ENCODERS = ("morgan", "chemnet", "graph", "expression", "methylation", "mutation", "minimol")
+"""Built by ``fused-cache build --encoder all``: everything that needs no user-supplied checkpoint. minimol needs the
+extra ``fused[minimol]`` (bin/demo installs it); last, so that an install without it builds the others first."""
 
 
 def encoder_class(name: str) -> type[Encoder]:
