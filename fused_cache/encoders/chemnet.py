@@ -1,8 +1,8 @@
 """ChemNet (Preuer et al. 2018), the pretrained SMILES network shipped inside the PyPI package ``fcd``.
 
-The embedding is ChemNet's 512-d penultimate activation, as used by the Fréchet ChemNet Distance. It is the one
-pretrained molecular network available offline. SMILES are validated and canonicalised with RDKit first, because
-ChemNet itself embeds any string, garbage included. torch and the model load on the first ``embed``, so that a no-op
+The embedding is ChemNet's 512-d penultimate activation, as used by the Fréchet ChemNet Distance. Like MiniMol
+(``minimol.py``) it needs no download. SMILES are validated and canonicalised with RDKit first, because ChemNet
+itself embeds any string, garbage included. torch and the model load on the first ``embed``, so that a no-op
 rebuild (which needs only the fingerprint) stays fast.
 """
 

@@ -11,6 +11,7 @@ ENCODERS: dict[str, str] = {
     "morgan": "fused_cache.encoders.rdkit_fingerprints:MorganEncoder",
     "rdkit2d": "fused_cache.encoders.rdkit_fingerprints:RDKit2DEncoder",
     "chemnet": "fused_cache.encoders.chemnet:ChemNetEncoder",
+    "minimol": "fused_cache.encoders.minimol:MiniMolEncoder",
     "graph": "fused_cache.encoders.graph:GraphEncoder",
     "expression": "fused_cache.encoders.omics:ExpressionEncoder",
     "methylation": "fused_cache.encoders.omics:MethylationEncoder",
@@ -21,8 +22,9 @@ ENCODERS: dict[str, str] = {
     "scfoundation": "fused_cache.encoders.scfoundation:ScFoundationEncoder",
 }
 
-DEFAULT_ENCODERS = ("morgan", "chemnet", "graph", "expression", "methylation", "mutation")
-"""Built by ``fused-cache build --encoder all``: everything that needs no user-supplied checkpoint."""
+DEFAULT_ENCODERS = ("morgan", "chemnet", "graph", "expression", "methylation", "mutation", "minimol")
+"""Built by ``fused-cache build --encoder all``: everything that needs no user-supplied checkpoint. minimol needs the
+extra ``fused[minimol]`` (bin/demo installs it); last, so that an install without it builds the others first."""
 
 
 def encoder_class(name: str) -> type[Encoder]:
