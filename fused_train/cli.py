@@ -203,12 +203,27 @@ def make_cli() -> click.Group:
 
     @cli.command()
     @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-    @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/report"), show_default=True)
-    def report(runs: tuple[Path, ...], out: Path) -> None:
-        """Tables (Markdown, CSV) and plots (learning curves, per-drug PCC) from finished runs."""
-        from fused_train.report import write_report
+    @click.option(
+        "--out",
+        type=click.Path(path_type=Path),
+        default=Path("runs/report"),
+        show_default=True,
+        help="Report directory.",
+    )
+    @click.option("--svg", is_flag=True, help="Write every figure as SVG too.")
+    @click.option(
+        "--compare-models",
+        is_flag=True,
+        help="Also pair model runs of the same split, dataset and seeds with each other.",
+    )
+    def report(runs: tuple[Path, ...], out: Path, svg: bool, compare_models: bool) -> None:
+        """Tables (Markdown, CSV), paired statistics and figures from finished runs (other folders are skipped)."""
+        from fused_train.report import find_runs, write_report
 
-        paths = write_report(list(runs), out)
+        found, skipped = find_runs(list(runs))
+        for path, why in skipped.items():
+            click.echo(f"skipping {path}: {why}", err=True)
+        paths = write_report(found, out, ("png", "svg") if svg else ("png",), compare_models)
         click.echo(paths["markdown"].read_text())
         click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 

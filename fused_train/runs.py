@@ -2,7 +2,8 @@
 
 ``runs/<id>/`` holds ``config.json`` (the resolved specification), ``folds/<fold>.parquet`` (test pairs with the
 truth and every predictor's prediction: the model and the naive baselines), ``curves/<fold>.csv`` (per epoch: training
-loss, validation RMSE and PCC) and, once summarised, ``metrics.json`` / ``metrics.csv``. A fold's Parquet file is
+loss, validation RMSE and PCC) and, once summarised, ``metrics.json`` / ``metrics.csv`` and ``per_drug.csv`` /
+``per_cell.csv``. A fold's Parquet file is
 written last and atomically, so its presence means the fold is finished and a rerun skips it.
 """
 
@@ -22,11 +23,12 @@ from fused_cache import datasets
 from fused_cache.cluster import connect, run_tasks
 from fused_train.data import Inputs, load_inputs
 from fused_train.engine import Execution, FoldResult, TrainConfig, Trainer, resolve_precision
-from fused_train.metrics import summarise
+from fused_train.metrics import entity_table, summarise
 from fused_train.models.naive import NAIVE, naive_predictions
 from fused_train.models.registry import make_options, model_class, options_json
 from fused_train.models.slots import SlotModel
 from fused_train.splits import TEST, Fold, make_folds, select
+from fused_train.stats import compare
 
 
 class RunError(ValueError):
@@ -117,8 +119,9 @@ def train(
     precision = resolve_precision(spec.train.precision, execution.device)
     spec = replace(spec, train=replace(spec.train, precision=precision))  # the run records what it really used
     inputs = load_run_inputs(spec, cache_dir)
+    chosen = select(folds_of(spec, inputs), fold)  # before the run directory exists: a bad --fold leaves nothing
     prepare(spec, run_dir)
-    todo = [f.name for f in select(folds_of(spec, inputs), fold) if f.name not in finished(run_dir)]
+    todo = [f.name for f in chosen if f.name not in finished(run_dir)]
     if not todo:
         return []
     _remove_leftovers(run_dir, todo)  # of an earlier, killed run
@@ -220,7 +223,9 @@ def predictors(frame: pd.DataFrame) -> list[str]:
 def summarise_run(run_dir: Path) -> pd.DataFrame:
     """Metrics per predictor and seed (each seed's folds pooled), written to metrics.csv and metrics.json.
 
-    Per-entity metrics are per drug, except in the leave-cell-out split, where they are per cell line.
+    Per-entity metrics are per drug, except in the leave-cell-out split, where they are per cell line. metrics.json
+    also holds ``statistics`` (``fused_train.stats.compare``: bootstrap intervals, model vs each naive predictor);
+    per_drug.csv and per_cell.csv hold every predictor's metrics per drug and per cell line.
     """
     config = json.loads((run_dir / "config.json").read_text())
     frame = predictions(run_dir)
@@ -231,8 +236,11 @@ def summarise_run(run_dir: Path) -> pd.DataFrame:
             rows.append({"predictor": name, "seed": seed, "folds": part["fold"].nunique(),
                          **summarise(part, f"pred_{name}", by)})  # fmt: skip
     table = pd.DataFrame(rows)
+    names = predictors(frame)
+    statistics = compare(frame, by, names, baselines=[n for n in names if n in NAIVE])
     _atomic_text(run_dir / "metrics.csv", table.to_csv(index=False))
-    _atomic_text(
-        run_dir / "metrics.json", json.dumps({"config": config, "metrics": table.to_dict("records")}, indent=2)
-    )
+    _atomic_text(run_dir / "metrics.json", json.dumps({"config": config, "metrics": table.to_dict("records"),
+                                                       "statistics": statistics}, indent=2))  # fmt: skip
+    for entity, file in (("drug_id", "per_drug.csv"), ("cell_id", "per_cell.csv")):
+        _atomic_text(run_dir / file, entity_table(frame, entity, names).to_csv(index=False))
     return table
