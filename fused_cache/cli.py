@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from fused_cache import datasets
 from fused_cache.console import run_cli
@@ -131,30 +130,58 @@ def verify(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
 
 @cli.command()
 @click.argument("encoder")
-@click.option("--to", "out", type=click.Path(path_type=Path), required=True, help="Output file: .parquet, .npy, .h5ad")
+@click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    help="Output file (.csv, .parquet, .npy, .h5ad), or 'drevalpy' with a FOLDER argument.",
+)
 @_dataset
 @_cache_dir
-def export(encoder: str, out: Path, dataset: str, cache_dir: Path | None) -> None:
-    """Export a store's embeddings to Parquet (pandas), .npy (+ .ids.txt) or AnnData .h5ad (in obsm)."""
-    with open_store(encoder, dataset=dataset, cache_dir=cache_dir) as store:
-        frame = store.to_pandas()
-        manifest = store.manifest
-    if out.suffix == ".parquet":
-        frame.columns = [f"{encoder}_{i}" for i in frame.columns]
-        frame.to_parquet(out)
-    elif out.suffix == ".npy":
-        np.save(out, frame.to_numpy())
-        out.with_suffix(".ids.txt").write_text("\n".join(frame.index) + "\n")
-    elif out.suffix == ".h5ad":
-        import anndata
+def export(encoder: str, folder: Path | None, target: str, dataset: str, cache_dir: Path | None) -> None:
+    """Export ENCODER's store: CSV, Parquet, .npy (+ .ids.txt), AnnData .h5ad, or drevalpy's feature files in FOLDER
+    (a drevalpy <data_path>/<dataset_name> directory)."""
+    from fused_cache.export import ExportError
+    from fused_cache.export import export as write
 
-        adata = anndata.AnnData(obs=frame.index.to_frame(index=False).set_index(frame.index.name))
-        adata.obsm[f"X_{encoder}"] = frame.to_numpy()
-        adata.uns["fused_manifest"] = json.dumps(manifest)
-        adata.write_h5ad(out)
+    if target == "drevalpy":
+        if folder is None:
+            raise click.UsageError(
+                "--to drevalpy needs the output folder: fused-cache export ENCODER --to drevalpy DIR"
+            )
+        fmt, out = "drevalpy", folder
     else:
-        raise click.UsageError("--to must end in .parquet, .npy or .h5ad")
-    click.echo(f"wrote {len(frame)} x {frame.shape[1]} to {out}")
+        fmt, out = Path(target).suffix.lstrip("."), Path(target)
+        if folder is not None or fmt not in ("csv", "parquet", "npy", "h5ad"):
+            raise click.UsageError("--to must end in .csv, .parquet, .npy or .h5ad, or be 'drevalpy' followed by DIR")
+    ds = _dataset_or_none(dataset)
+    with open_store(encoder, dataset=ds.name if ds else dataset, cache_dir=cache_dir) as store:
+        try:
+            paths = write(store, fmt, out, ds)
+        except ExportError as err:
+            raise click.ClickException(str(err)) from err
+        click.echo(f"wrote {store.manifest['n']} x {store.manifest['dim']} to {', '.join(map(str, paths))}")
+
+
+def _dataset_or_none(name: str) -> datasets.Dataset | None:
+    """The dataset (its name keys the stores' refs; a data directory's is the folder name), for metadata of exported
+    items; None when it cannot be loaded here (the export goes on without metadata)."""
+    try:
+        return datasets.load(name)
+    except DatasetError:
+        return None
+
+
+@cli.command()
+@click.argument("encoder")
+@_dataset
+@_cache_dir
+def path(encoder: str, dataset: str, cache_dir: Path | None) -> None:
+    """Print where ENCODER's store for a dataset lives (for reading it from other tools)."""
+    ds = _dataset_or_none(dataset)
+    with open_store(encoder, dataset=ds.name if ds else dataset, cache_dir=cache_dir) as store:
+        click.echo(str(store.path))
 
 
 @cli.command(name="gc")
