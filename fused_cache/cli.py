@@ -81,6 +81,65 @@ def build(
             click.echo(f"  skipped (recorded in the manifest): {report.skipped}")
 
 
+@cli.command()
+@click.option("--encoder", required=True, help=f"One of {', '.join(ENCODERS)}.")
+@click.option(
+    "--smiles",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV/TSV of molecules: a 'smiles' column, ids from 'drug_id' or 'id' (else mol0, mol1, ...).",
+)
+@click.option(
+    "--adata",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="AnnData .h5ad of expression profiles: cells x genes in X, gene symbols as var_names.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file: .csv, .parquet, .npy, .h5ad.")
+@click.option("--name", default=None, help="Name the store's ref is kept under [default: embed-<input file stem>].")
+@_cache_dir
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Local model directory (FMs).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Items per batch.")
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default="raise",
+    show_default=True,
+    help="An invalid item stops the run (raise) or is left out and recorded in the manifest (skip).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def embed(
+    encoder: str, smiles: Path | None, adata: Path | None, out: Path, name: str | None, cache_dir: Path | None,
+    checkpoint: Path | None, device: str, batch_size: int, on_error: str, quiet: bool,
+) -> None:  # fmt: skip
+    """Embed molecules (--smiles) or expression profiles (--adata) without a response table, through the cache."""
+    from fused_cache.build import build_store
+    from fused_cache.embed import read_adata, read_smiles
+    from fused_cache.export import export as write
+
+    if (smiles is None) == (adata is None):
+        raise click.UsageError("give exactly one of --smiles FILE or --adata FILE")
+    fmt = out.suffix.lstrip(".")
+    if fmt not in ("csv", "parquet", "npy", "h5ad"):
+        raise click.UsageError("--out must end in .csv, .parquet, .npy or .h5ad")
+    cls = encoder_class(encoder)
+    if (cls.entity == "drug") != (smiles is not None):
+        raise click.UsageError(
+            f"encoder {encoder!r} embeds {cls.entity}s: use --{'smiles' if cls.entity == 'drug' else 'adata'}"
+        )
+    items = read_smiles(smiles, name) if smiles is not None else read_adata(adata, cls.modality or "expression", name)
+    accepted = inspect.signature(cls.__init__).parameters
+    given = {"checkpoint": checkpoint, "device": device if device != "auto" else None}
+    options = {k: v for k, v in given.items() if v is not None and k in accepted}
+    report = build_store(items, encoder, cache_dir, batch_size=batch_size, on_error=on_error, quiet=quiet,
+                         encoder_options=options)  # fmt: skip
+    click.echo(str(report))
+    with report.store as store:
+        paths = write(store, fmt, out, items)
+    click.echo(f"wrote {report.store.manifest['n']} x {report.store.manifest['dim']} to {', '.join(map(str, paths))}")
+
+
 @cli.command(name="list")
 @_cache_dir
 def list_(cache_dir: Path | None) -> None:
