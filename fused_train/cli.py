@@ -38,6 +38,19 @@ class _Widths(click.ParamType):
             self.fail(f"expected comma-separated integers, got {value!r}", param, ctx)
 
 
+class _Split(click.Choice):
+    """A split by our name or drevalpy's: LPO = drug-known, LDO = lodo, LCO = cell-out (any case)."""
+
+    ALIASES = {"lpo": "drug-known", "ldo": "lodo", "lco": "cell-out"}
+
+    def __init__(self) -> None:
+        super().__init__([*SPLITS, "LPO", "LDO", "LCO"], case_sensitive=False)
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        chosen = super().convert(value, param, ctx)
+        return self.ALIASES.get(chosen.lower(), chosen)
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return _Widths().convert(text, None, None)
 
@@ -80,7 +93,8 @@ def _spec_options(fn: Any) -> Any:
         click.option("--cell-encoder", default="expression", show_default=True,
                      help="Store of the expression token: expression, or an scFM (scgpt, scfoundation)."),
         click.option("--omics", default="", help="More cell tokens, comma-separated: methylation,mutation."),
-        click.option("--split", type=click.Choice(SPLITS), default="lodo", show_default=True),
+        click.option("--split", type=_Split(), default="lodo", show_default=True,
+                     help="drug-known (LPO), lodo (LDO: leave one drug out) or cell-out (LCO: leave cell lines out)."),
         click.option("--seeds", default="0", show_default=True, help="Split and initialisation seeds, e.g. 0,1,2."),
         click.option("--dataset", default="gdsc-deepcdr", show_default=True,
                      help="gdsc-deepcdr, gdsc-deepcdr-approx or a data directory."),
@@ -200,6 +214,45 @@ def make_cli() -> click.Group:
         click.echo(table.to_string())
         click.echo(f"best by validation {'per-drug PCC' if by_pcc else 'RMSE'}: "
                    f"{json.dumps(table.iloc[0].drop([metric, 'run']).to_dict())}")  # fmt: skip
+
+    @cli.command()
+    @click.option(
+        "--split", type=_Split(), default="lodo", show_default=True, help="drug-known/LPO, lodo/LDO, cell-out/LCO."
+    )
+    @click.option("--seeds", default="0", show_default=True, help="Split seeds, comma-separated, e.g. 0,1,2.")
+    @click.option(
+        "--drug-encoder", default="chemnet", show_default=True, help="Drug store (decides which pairs exist)."
+    )
+    @click.option("--cell-encoder", default="expression", show_default=True, help="Store of the expression token.")
+    @click.option("--omics", default="", help="More cell stores, comma-separated: methylation,mutation.")
+    @click.option(
+        "--dataset",
+        default="gdsc-deepcdr",
+        show_default=True,
+        help="gdsc-deepcdr, gdsc-deepcdr-approx or a data directory.",
+    )
+    @click.option(
+        "--cache-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Store root (default: $FUSED_CACHE_DIR or the user cache).",
+    )
+    @click.option(
+        "--export",
+        "folder",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=True,
+        help="Folder for folds.csv (role of each drug, cell line or pair per fold) and pairs.csv.",
+    )
+    def splits(split: str, seeds: str, drug_encoder: str, cell_encoder: str, omics: str, dataset: str,
+               cache_dir: Path | None, folder: Path) -> None:  # fmt: skip
+        """Write the exact folds of `fused-train run` on these stores as CSV, to train other models on them."""
+        from fused_train.pairs import EmbeddingPairs, export_splits
+
+        pairs = EmbeddingPairs.from_stores(dataset, drug_encoder, [cell_encoder, *_names(omics)], cache_dir)
+        folds = [f for seed in _ints(seeds) for f in pairs.folds(split, seed)]
+        paths = export_splits(pairs.inputs, folds, folder)
+        click.echo(f"{len(folds)} {split} folds over {len(pairs)} pairs: wrote {', '.join(map(str, paths))}")
 
     @cli.command()
     @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
