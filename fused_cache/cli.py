@@ -15,6 +15,7 @@ from fused_cache.console import run_cli
 from fused_cache.datasets import DatasetError
 from fused_cache.encoders.base import EncoderError
 from fused_cache.encoders.registry import DEFAULT_ENCODERS, ENCODERS, encoder_class
+from fused_cache.logs import add_verbose
 from fused_cache.stores import CorruptStore, Store, StoreNotFound, cache_root, gc, iter_refs, iter_stores, open_store
 
 _cache_dir = click.option(
@@ -32,22 +33,48 @@ _dataset = click.option(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fused", prog_name="fused-cache")
 def cli() -> None:
     """Compute frozen encoder embeddings once into versioned Zarr/HDF5 stores."""
 
 
 @cli.command()
-@click.option("--encoder", "names", multiple=True, required=True, help=f"One of {', '.join(ENCODERS)}, or 'all'.")
+@click.option(
+    "--encoder",
+    "names",
+    multiple=True,
+    required=True,
+    help=f"Comma-separated (or repeated): {', '.join(ENCODERS)}, or 'all'.",
+)
 @_dataset
 @_cache_dir
 @click.option(
     "--checkpoint", type=click.Path(path_type=Path), default=None, help="Local model directory (FM encoders)."
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default="zarr", show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
-@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Items per batch.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["zarr", "hdf5"]),
+    default="zarr",
+    show_default=True,
+    help="Store format: a Zarr directory or one HDF5 file.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Stored precision of the embeddings.",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default="raise",
+    show_default=True,
+    help="An invalid item stops the build (raise) or is left out and recorded in the manifest (skip).",
+)
 @click.option("--trust-checkpoint", is_flag=True, help="Allow pickle-based checkpoints (only for files you trust).")
 @click.option(
     "--scheduler", default=None, help="Spread batches over Dask: 'local' or tcp://HOST:8786 (shared cache dir)."
@@ -64,6 +91,7 @@ def build(
     """Embed a dataset's drugs or cell lines with ENCODER and publish the store (a no-op when up to date)."""
     from fused_cache.build import build_store
 
+    names = tuple(n for given in names for n in given.split(",") if n)  # lists are comma-separated everywhere
     chosen = list(DEFAULT_ENCODERS) if "all" in names else list(names)
     ds = datasets.load(dataset)
     given = {"checkpoint": checkpoint, "device": device if device != "auto" else None,
@@ -257,7 +285,13 @@ def gc_(cache_dir: Path | None, dry_run: bool) -> None:
 @cli.command()
 @_dataset
 @_cache_dir
-@click.option("--out", type=click.Path(path_type=Path), default=Path("cache_manifests"), show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("cache_manifests"),
+    show_default=True,
+    help="Folder of the summaries (one JSON per store, under the dataset's name).",
+)
 @click.option("--check", is_flag=True, help="Compare local stores with the summaries in --out instead of writing.")
 def summary(dataset: str, cache_dir: Path | None, out: Path, check: bool) -> None:
     """Write (or --check) JSON summaries of the dataset's stores: version, input hash, shape, checksum."""
@@ -298,6 +332,9 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "checksum",
     )
     return {k: manifest[k] for k in keys} | {"skipped": sorted(manifest["skipped"])}
+
+
+add_verbose(cli)
 
 
 def main() -> None:

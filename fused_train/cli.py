@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from fused_cache.datasets import DatasetError
+from fused_cache.logs import add_verbose
 from fused_cache.stores import StoreNotFound
 from fused_train.data import InputError
 from fused_train.engine import Execution, TrainConfig
@@ -145,6 +146,7 @@ def make_cli() -> click.Group:
     grid_options, _ = _model_options(multiple=True)
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(package_name="fused", prog_name="fused-train")
     def cli() -> None:
         """Train the FUSED head, DeepCDR baselines and naive predictors on cached embeddings across folds."""
 
@@ -183,7 +185,13 @@ def make_cli() -> click.Group:
     @click.option("--fold", default="all", show_default=True, help="Folds to search on (e.g. 0-15: 16 LODO folds).")
     @click.option("--lr", type=float, multiple=True, help=f"Learning rate; repeat to search [default: {_TRAIN.lr}].")
     @with_options(grid_options)
-    @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/grid"), show_default=True)
+    @click.option(
+        "--out",
+        type=click.Path(path_type=Path),
+        default=Path("runs/grid"),
+        show_default=True,
+        help="Folder of the grid's runs (one per combination) and grid.csv.",
+    )
     def grid(fold: str, lr: tuple[float, ...], out: Path, **kw: Any) -> None:
         """Train every combination of the given values; rank by the validation metric only (test never looked at)."""
         import numpy as np
@@ -280,7 +288,7 @@ def make_cli() -> click.Group:
         click.echo(paths["markdown"].read_text())
         click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
-    return cli
+    return add_verbose(cli)
 
 
 cli = make_cli()

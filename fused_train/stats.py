@@ -135,12 +135,12 @@ def intervals(
     entities = values.index.to_numpy()
     sums = _sufficient_stats(frame, by, pred, truth, entities)  # (seeds, entities, 6)
     counts = _resample_counts(len(entities), n_resamples, seed)  # (resamples, entities)
-    pooled = np.nanmean(_pcc_from_sums(np.einsum("re,sek->srk", counts, sums)), axis=0)
+    pooled = _nanmean(_pcc_from_sums(np.einsum("re,sek->srk", counts, sums)))
     defined = values.notna().to_numpy()
     weights = counts * defined
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (weights * np.nan_to_num(values.to_numpy())).sum(axis=1) / weights.sum(axis=1)
-    estimate_pooled = float(np.nanmean(_pcc_from_sums(sums.sum(axis=1))))
+    estimate_pooled = float(_nanmean(_pcc_from_sums(sums.sum(axis=1))))
     return {
         "pcc": Interval(estimate_pooled, *_percentiles(pooled, level)),
         "entity_pcc_mean": Interval(_mean(values.dropna().to_numpy()), *_percentiles(means, level)),
@@ -207,6 +207,13 @@ def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
     tail = 100 * (1 - level) / 2
     low, high = np.nanpercentile(values, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def _nanmean(x: np.ndarray) -> np.ndarray:
+    """Mean over the first axis (seeds) of the defined values; NaN, without a warning, where none is."""
+    ok = ~np.isnan(x)
+    n = ok.sum(axis=0)
+    return np.where(n > 0, np.where(ok, x, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)
 
 
 def _mean(x: np.ndarray) -> float:
