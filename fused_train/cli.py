@@ -263,7 +263,7 @@ def make_cli() -> click.Group:
         click.echo(f"{len(folds)} {split} folds over {len(pairs)} pairs: wrote {', '.join(map(str, paths))}")
 
     @cli.command()
-    @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
     @click.option(
         "--out",
         type=click.Path(path_type=Path),

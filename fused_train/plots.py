@@ -160,13 +160,17 @@ def per_entity_vs_baseline(run_dirs: Sequence[Path], out: Path, formats: Sequenc
         test = paired_test(a, b)
         both = pd.concat([a, b], axis=1).dropna()
         x, y = both.iloc[:, 1].to_numpy(), both.iloc[:, 0].to_numpy()
-        ax.scatter(x, y, s=9, alpha=0.6, color=np.where(y > x, "tab:blue", "tab:red"), linewidths=0)
+        unit = "drug" if by == "drug_id" else "cell line"
+        for better, color in ((True, "tab:blue"), (False, "tab:red")):
+            mask = (y > x) == better
+            ax.scatter(x[mask], y[mask], s=9, alpha=0.6, color=color, linewidths=0,
+                       label=f"{model} {'higher' if better else 'not higher'} ({mask.sum()} {unit}s)")  # fmt: skip
         lo, hi = min(x.min(initial=0), y.min(initial=0), -0.1), 1.0
         ax.plot([lo, hi], [lo, hi], color="0.3", lw=0.8, ls="--")
+        ax.legend(loc="upper left", markerscale=1.5)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
-        unit = "drug" if by == "drug_id" else "cell line"
         ax.set_title(f"{SPLIT_TITLES[config['split']]}\n{label(config)}\n{model} higher for {test.wins} of {test.n} "
                      f"{unit}s, Wilcoxon p = {test.p_two_sided:.2g}")  # fmt: skip
         ax.set_xlabel(f"per-{unit} PCC, naive {baseline}")

@@ -57,7 +57,9 @@ def find_runs(paths: Sequence[Path]) -> tuple[list[Path], dict[Path, str]]:
     """The run directories among ``paths`` (a config.json and at least one finished fold), and why others are not."""
     runs, skipped = [], {}
     for path in paths:
-        if not (path / "config.json").is_file():
+        if not path.is_dir():
+            skipped[path] = "not a directory"
+        elif not (path / "config.json").is_file():
             skipped[path] = "not a run directory (no config.json)"
         elif not any((path / "folds").glob("*.parquet")):
             skipped[path] = "no finished folds"
