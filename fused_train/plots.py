@@ -101,7 +101,7 @@ def learning_curves(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] 
     """Validation metric per epoch, mean over folds, one panel per split."""
     groups = {s: [r for r in runs if list((r / "curves").glob("*.csv"))] for s, runs in _by_split(run_dirs).items()}
     groups = {s: runs for s, runs in groups.items() if runs}
-    fig, axes = _grid(max(len(groups), 1), width=4.6, height=3.6)
+    fig, axes = _grid(max(len(groups), 1), width=5.0, height=3.8)
     for ax, (split, runs) in zip(axes, groups.items(), strict=False):
         column = "val_drug_pcc" if split == "lodo" else "val_pcc"
         for run_dir in runs:
@@ -111,10 +111,11 @@ def learning_curves(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] 
             ax.plot(mean.index, mean.to_numpy(), label=f"{label(config)} ({_fold_count(config, len(curves))})")
         ax.set_title(SPLIT_TITLES[split])
         ax.set_xlabel("epoch")
-        what = "per-drug validation PCC" if split == "lodo" else "validation PCC"
-        ax.set_ylabel(f"{what}\n(mean over folds; stopped folds keep last value)")
+        ax.set_ylabel("per-drug validation PCC" if split == "lodo" else "validation PCC (pooled)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.suptitle("Mean over all folds at each epoch (a fold that stopped early keeps its last value)")
+    fig.tight_layout()
     return save(fig, out, formats)
 
 
@@ -126,7 +127,7 @@ def _model_runs(run_dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any], pd
         models = [n for n in predictors(frame) if n not in NAIVE]
         if models:
             found.append((run_dir, config_of(run_dir), frame, models[0]))
-    return found
+    return sorted(found, key=lambda run: list(SPLIT_TITLES).index(run[1]["split"]))
 
 
 def predicted_vs_observed(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
@@ -152,7 +153,7 @@ def predicted_vs_observed(run_dirs: Sequence[Path], out: Path, formats: Sequence
 def per_entity_vs_baseline(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
     """Per-drug PCC of each model against the cell-line mean (per cell line against the drug mean in cell-out)."""
     runs = _model_runs(run_dirs)
-    fig, axes = _grid(max(len(runs), 1))
+    fig, axes = _grid(max(len(runs), 1), width=4.4, height=5.0)
     for ax, (_, config, frame, model) in zip(axes, runs, strict=False):
         by = entity_of(config["split"])
         baseline = BASELINE[by]
@@ -160,23 +161,24 @@ def per_entity_vs_baseline(run_dirs: Sequence[Path], out: Path, formats: Sequenc
         test = paired_test(a, b)
         both = pd.concat([a, b], axis=1).dropna()
         x, y = both.iloc[:, 1].to_numpy(), both.iloc[:, 0].to_numpy()
-        unit = "drug" if by == "drug_id" else "cell line"
+        unit = "drug" if by == "drug_id" else "cell-line"
         for better, color in ((True, "tab:blue"), (False, "tab:red")):
             mask = (y > x) == better
             ax.scatter(x[mask], y[mask], s=9, alpha=0.6, color=color, linewidths=0,
-                       label=f"{model} {'higher' if better else 'not higher'} ({mask.sum()} {unit}s)")  # fmt: skip
-        lo, hi = min(x.min(initial=0), y.min(initial=0), -0.1), 1.0
+                       label=f"{model} {'higher' if better else 'not higher'} ({mask.sum()})")  # fmt: skip
+        lo, hi = min(x.min(initial=1), y.min(initial=1)) - 0.05, 1.02
         ax.plot([lo, hi], [lo, hi], color="0.3", lw=0.8, ls="--")
-        ax.legend(loc="upper left", markerscale=1.5)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False, markerscale=1.5)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
-        ax.set_title(f"{SPLIT_TITLES[config['split']]}\n{label(config)}\n{model} higher for {test.wins} of {test.n} "
-                     f"{unit}s, Wilcoxon p = {test.p_two_sided:.2g}")  # fmt: skip
+        plural = "drugs" if by == "drug_id" else "cell lines"
+        ax.set_title(f"{SPLIT_TITLES[config['split']]}\n{label(config)}\n"
+                     f"{model} higher: {test.wins}/{test.n} {plural}, Wilcoxon p = {test.p_two_sided:.2g}")  # fmt: skip
         ax.set_xlabel(f"per-{unit} PCC, naive {baseline}")
         ax.set_ylabel(f"per-{unit} PCC, {model}")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=3.0)
     return save(fig, out, formats)
 
 
@@ -215,10 +217,10 @@ def per_tissue(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("p
     for ax, (split, runs) in zip(axes.flat, groups.items(), strict=False):
         series = {}
         for _, config, frame, model in runs:
-            tissues = _tissues(config["dataset"])
-            series[label(config)] = tissue_pcc(frame, f"pred_{model}", split, tissues)
-            baseline = "mean-effects" if split == "drug-known" else BASELINE[entity_of(split)]
-            series.setdefault(f"naive {baseline}", tissue_pcc(frame, f"pred_{baseline}", split, tissues))
+            series[label(config)] = tissue_pcc(frame, f"pred_{model}", split, _tissues(config["dataset"]))
+        _, config, frame, _ = runs[0]  # the naive reference, last in the legend (the same in every run of a split)
+        baseline = "mean-effects" if split == "drug-known" else BASELINE[entity_of(split)]
+        series[f"naive {baseline}"] = tissue_pcc(frame, f"pred_{baseline}", split, _tissues(config["dataset"]))
         table = pd.DataFrame(series)
         table = table.loc[table.mean(axis=1).sort_values().index]
         rows = np.arange(len(table))

@@ -118,7 +118,18 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
                 }
             rows.append(row | {"run": run_dir.name})
     frame = pd.DataFrame(rows)
-    return frame[[c for c in frame.columns if c != "run"] + ["run"]].fillna("")
+    return frame[sorted(frame.columns, key=_column_order)].fillna("")
+
+
+def _column_order(column: str) -> int:
+    """Shared columns first, then the per-drug group, the per-cell group, the p-values and the run."""
+    if column == "run":
+        return 4
+    if column.startswith("p ("):
+        return 3
+    if "per-cell" in column or "cell lines won" in column:
+        return 2
+    return 1 if "per-drug" in column or "drugs won" in column else 0
 
 
 def paired_table(run_dirs: list[Path], between_models: bool = False) -> pd.DataFrame:

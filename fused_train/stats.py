@@ -181,11 +181,13 @@ def _sufficient_stats(frame: pd.DataFrame, by: str, pred: str, truth: str, entit
 
 
 def _pcc_from_sums(s: np.ndarray) -> np.ndarray:
+    """PCC from sums (as ``metrics.pcc``: NaN below 3 pairs or when a side is constant up to rounding)."""
     n, sy, sp, syy, spp, syp = np.moveaxis(s, -1, 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         cov = syp - sy * sp / n
-        var = (syy - sy * sy / n) * (spp - sp * sp / n)
-        return np.where((n >= 3) & (var > 0), cov / np.sqrt(np.where(var > 0, var, 1.0)), np.nan)
+        var_y, var_p = syy - sy * sy / n, spp - sp * sp / n
+        ok = (n >= 3) & (var_y > 1e-10 * syy) & (var_p > 1e-10 * spp)
+        return np.where(ok, cov / np.sqrt(np.where(ok, var_y * var_p, 1.0)), np.nan)
 
 
 def _resample_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:

@@ -91,3 +91,9 @@ def test_compare_pairs_every_model_with_every_baseline() -> None:
     assert by_mean["n"] == 0 and by_mean["undefined"] == 12  # a constant prediction per drug has no per-drug PCC
     assert result["intervals"]["model"]["pcc"]["low"] < result["intervals"]["model"]["pcc"]["high"]
     assert result["method"]["n_resamples"] == fstats.N_RESAMPLES
+
+
+def test_a_constant_predictor_has_no_pooled_pcc_interval() -> None:
+    frame = _frame().assign(pred_constant=1.7)
+    got = fstats.intervals(frame, "drug_id", "pred_constant", n_resamples=50)
+    assert np.isnan(got["pcc"].estimate) and np.isnan(got["pcc"].low) and np.isnan(got["entity_pcc_mean"].high)
