@@ -210,7 +210,10 @@ def _embed_batches(
     ]
     missing = [(enc, items.take(index), part) for index, part in batches if not part.exists()]
     resumed = len(todo) - sum(len(batch) for _, batch, _ in missing)
-    run_tasks(_embed_part, missing, client, desc=f"{enc.name} ({len(todo)} {enc.entity}s, batches)", quiet=quiet)
+    unit = "drugs" if enc.entity == "drug" else "cell lines"
+    run_tasks(
+        _embed_part, missing, client, desc=enc.name, quiet=quiet, sizes=[len(b) for _, b, _ in missing], unit=unit
+    )
     for index, part in batches:
         rows.update(zip(index, _load_part(part, len(index)), strict=True))
     return resumed

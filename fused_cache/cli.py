@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from fused_cache import datasets
 from fused_cache.console import run_cli
 from fused_cache.datasets import DatasetError
 from fused_cache.encoders.base import EncoderError
 from fused_cache.encoders.registry import DEFAULT_ENCODERS, ENCODERS, encoder_class
+from fused_cache.logs import add_verbose
 from fused_cache.stores import CorruptStore, Store, StoreNotFound, cache_root, gc, iter_refs, iter_stores, open_store
 
 _cache_dir = click.option(
@@ -33,22 +33,48 @@ _dataset = click.option(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fused", prog_name="fused-cache")
 def cli() -> None:
     """Compute frozen encoder embeddings once into versioned Zarr/HDF5 stores."""
 
 
 @cli.command()
-@click.option("--encoder", "names", multiple=True, required=True, help=f"One of {', '.join(ENCODERS)}, or 'all'.")
+@click.option(
+    "--encoder",
+    "names",
+    multiple=True,
+    required=True,
+    help=f"Comma-separated (or repeated): {', '.join(ENCODERS)}, or 'all'.",
+)
 @_dataset
 @_cache_dir
 @click.option(
     "--checkpoint", type=click.Path(path_type=Path), default=None, help="Local model directory (FM encoders)."
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default="zarr", show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
-@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Items per batch.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["zarr", "hdf5"]),
+    default="zarr",
+    show_default=True,
+    help="Store format: a Zarr directory or one HDF5 file.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Stored precision of the embeddings.",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default="raise",
+    show_default=True,
+    help="An invalid item stops the build (raise) or is left out and recorded in the manifest (skip).",
+)
 @click.option("--trust-checkpoint", is_flag=True, help="Allow pickle-based checkpoints (only for files you trust).")
 @click.option(
     "--scheduler", default=None, help="Spread batches over Dask: 'local' or tcp://HOST:8786 (shared cache dir)."
@@ -65,6 +91,7 @@ def build(
     """Embed a dataset's drugs or cell lines with ENCODER and publish the store (a no-op when up to date)."""
     from fused_cache.build import build_store
 
+    names = tuple(n for given in names for n in given.split(",") if n)  # lists are comma-separated everywhere
     chosen = list(DEFAULT_ENCODERS) if "all" in names else list(names)
     ds = datasets.load(dataset)
     given = {"checkpoint": checkpoint, "device": device if device != "auto" else None,
@@ -80,6 +107,65 @@ def build(
         click.echo(str(report))
         if report.skipped:
             click.echo(f"  skipped (recorded in the manifest): {report.skipped}")
+
+
+@cli.command()
+@click.option("--encoder", required=True, help=f"One of {', '.join(ENCODERS)}.")
+@click.option(
+    "--smiles",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV/TSV of molecules: a 'smiles' column, ids from 'drug_id' or 'id' (else mol0, mol1, ...).",
+)
+@click.option(
+    "--adata",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="AnnData .h5ad of expression profiles: cells x genes in X, gene symbols as var_names.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file: .csv, .parquet, .npy, .h5ad.")
+@click.option("--name", default=None, help="Name the store's ref is kept under [default: embed-<input file stem>].")
+@_cache_dir
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Local model directory (FMs).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Items per batch.")
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default="raise",
+    show_default=True,
+    help="An invalid item stops the run (raise) or is left out and recorded in the manifest (skip).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def embed(
+    encoder: str, smiles: Path | None, adata: Path | None, out: Path, name: str | None, cache_dir: Path | None,
+    checkpoint: Path | None, device: str, batch_size: int, on_error: str, quiet: bool,
+) -> None:  # fmt: skip
+    """Embed molecules (--smiles) or expression profiles (--adata) without a response table, through the cache."""
+    from fused_cache.build import build_store
+    from fused_cache.embed import read_adata, read_smiles
+    from fused_cache.export import export as write
+
+    if (smiles is None) == (adata is None):
+        raise click.UsageError("give exactly one of --smiles FILE or --adata FILE")
+    fmt = out.suffix.lstrip(".")
+    if fmt not in ("csv", "parquet", "npy", "h5ad"):
+        raise click.UsageError("--out must end in .csv, .parquet, .npy or .h5ad")
+    cls = encoder_class(encoder)
+    if (cls.entity == "drug") != (smiles is not None):
+        raise click.UsageError(
+            f"encoder {encoder!r} embeds {cls.entity}s: use --{'smiles' if cls.entity == 'drug' else 'adata'}"
+        )
+    items = read_smiles(smiles, name) if smiles is not None else read_adata(adata, cls.modality or "expression", name)
+    accepted = inspect.signature(cls.__init__).parameters
+    given = {"checkpoint": checkpoint, "device": device if device != "auto" else None}
+    options = {k: v for k, v in given.items() if v is not None and k in accepted}
+    report = build_store(items, encoder, cache_dir, batch_size=batch_size, on_error=on_error, quiet=quiet,
+                         encoder_options=options)  # fmt: skip
+    click.echo(str(report))
+    with report.store as store:
+        paths = write(store, fmt, out, items)
+    click.echo(f"wrote {report.store.manifest['n']} x {report.store.manifest['dim']} to {', '.join(map(str, paths))}")
 
 
 @cli.command(name="list")
@@ -131,30 +217,58 @@ def verify(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
 
 @cli.command()
 @click.argument("encoder")
-@click.option("--to", "out", type=click.Path(path_type=Path), required=True, help="Output file: .parquet, .npy, .h5ad")
+@click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    help="Output file (.csv, .parquet, .npy, .h5ad), or 'drevalpy' with a FOLDER argument.",
+)
 @_dataset
 @_cache_dir
-def export(encoder: str, out: Path, dataset: str, cache_dir: Path | None) -> None:
-    """Export a store's embeddings to Parquet (pandas), .npy (+ .ids.txt) or AnnData .h5ad (in obsm)."""
-    with open_store(encoder, dataset=dataset, cache_dir=cache_dir) as store:
-        frame = store.to_pandas()
-        manifest = store.manifest
-    if out.suffix == ".parquet":
-        frame.columns = [f"{encoder}_{i}" for i in frame.columns]
-        frame.to_parquet(out)
-    elif out.suffix == ".npy":
-        np.save(out, frame.to_numpy())
-        out.with_suffix(".ids.txt").write_text("\n".join(frame.index) + "\n")
-    elif out.suffix == ".h5ad":
-        import anndata
+def export(encoder: str, folder: Path | None, target: str, dataset: str, cache_dir: Path | None) -> None:
+    """Export ENCODER's store: CSV, Parquet, .npy (+ .ids.txt), AnnData .h5ad, or drevalpy's feature files in FOLDER
+    (a drevalpy <data_path>/<dataset_name> directory)."""
+    from fused_cache.export import ExportError
+    from fused_cache.export import export as write
 
-        adata = anndata.AnnData(obs=frame.index.to_frame(index=False).set_index(frame.index.name))
-        adata.obsm[f"X_{encoder}"] = frame.to_numpy()
-        adata.uns["fused_manifest"] = json.dumps(manifest)
-        adata.write_h5ad(out)
+    if target == "drevalpy":
+        if folder is None:
+            raise click.UsageError(
+                "--to drevalpy needs the output folder: fused-cache export ENCODER --to drevalpy DIR"
+            )
+        fmt, out = "drevalpy", folder
     else:
-        raise click.UsageError("--to must end in .parquet, .npy or .h5ad")
-    click.echo(f"wrote {len(frame)} x {frame.shape[1]} to {out}")
+        fmt, out = Path(target).suffix.lstrip("."), Path(target)
+        if folder is not None or fmt not in ("csv", "parquet", "npy", "h5ad"):
+            raise click.UsageError("--to must end in .csv, .parquet, .npy or .h5ad, or be 'drevalpy' followed by DIR")
+    ds = _dataset_or_none(dataset)
+    with open_store(encoder, dataset=ds.name if ds else dataset, cache_dir=cache_dir) as store:
+        try:
+            paths = write(store, fmt, out, ds)
+        except ExportError as err:
+            raise click.ClickException(str(err)) from err
+        click.echo(f"wrote {store.manifest['n']} x {store.manifest['dim']} to {', '.join(map(str, paths))}")
+
+
+def _dataset_or_none(name: str) -> datasets.Dataset | None:
+    """The dataset (its name keys the stores' refs; a data directory's is the folder name), for metadata of exported
+    items; None when it cannot be loaded here (the export goes on without metadata)."""
+    try:
+        return datasets.load(name)
+    except DatasetError:
+        return None
+
+
+@cli.command()
+@click.argument("encoder")
+@_dataset
+@_cache_dir
+def path(encoder: str, dataset: str, cache_dir: Path | None) -> None:
+    """Print where ENCODER's store for a dataset lives (for reading it from other tools)."""
+    ds = _dataset_or_none(dataset)
+    with open_store(encoder, dataset=ds.name if ds else dataset, cache_dir=cache_dir) as store:
+        click.echo(str(store.path))
 
 
 @cli.command(name="gc")
@@ -171,7 +285,13 @@ def gc_(cache_dir: Path | None, dry_run: bool) -> None:
 @cli.command()
 @_dataset
 @_cache_dir
-@click.option("--out", type=click.Path(path_type=Path), default=Path("cache_manifests"), show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("cache_manifests"),
+    show_default=True,
+    help="Folder of the summaries (one JSON per store, under the dataset's name).",
+)
 @click.option("--check", is_flag=True, help="Compare local stores with the summaries in --out instead of writing.")
 def summary(dataset: str, cache_dir: Path | None, out: Path, check: bool) -> None:
     """Write (or --check) JSON summaries of the dataset's stores: version, input hash, shape, checksum."""
@@ -212,6 +332,9 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "checksum",
     )
     return {k: manifest[k] for k in keys} | {"skipped": sorted(manifest["skipped"])}
+
+
+add_verbose(cli)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from tqdm.auto import tqdm
+from fused_cache.progress import progress
 
 
 @contextmanager
@@ -45,20 +45,27 @@ def run_tasks(
     desc: str = "tasks",
     quiet: bool = False,
     retries: int = 2,
+    sizes: Sequence[int] | None = None,
+    unit: str = "tasks",
 ) -> list[Any]:
-    """``[fn(*task) for task in tasks]``, here or on the cluster; results in task order, progress as they finish."""
-    bar = tqdm(total=len(tasks), desc=desc, disable=quiet or not tasks)
+    """``[fn(*task) for task in tasks]``, here or on the cluster; results in task order, progress as they finish.
+
+    Progress counts ``unit``: with ``sizes`` (items per task, e.g. drugs per batch) it counts items, not tasks.
+    """
+    sizes = list(sizes) if sizes is not None else [1] * len(tasks)
+    bar = progress(sum(sizes), desc, unit, quiet=quiet or not tasks)
     if client is None:
         results = []
-        for task in tasks:
+        for task, size in zip(tasks, sizes, strict=True):
             results.append(fn(*task))
-            bar.update()
+            bar.update(size)
         bar.close()
         return results
     from dask.distributed import as_completed
 
     futures = [client.submit(fn, *task, pure=False, retries=retries) for task in tasks]
-    for _ in as_completed(futures):
-        bar.update()
+    size_of = {future.key: size for future, size in zip(futures, sizes, strict=True)}
+    for future in as_completed(futures):
+        bar.update(size_of[future.key])
     bar.close()
     return [future.result() for future in futures]

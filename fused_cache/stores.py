@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -188,16 +189,32 @@ def write_store(
 
 
 def _write_zarr(path: Path, arrays: Mapping[str, np.ndarray], manifest: str, chunk_rows: int) -> None:
+    """Arrays with ``dimension_names`` (so ``xarray.open_zarr`` reads a store) and consolidated metadata (so readers
+    list the arrays from zarr.json instead of the directory, where manifest.json would make zarr warn)."""
     group = zarr.open_group(path, mode="w")
     for name, array in arrays.items():
+        dims = dimension_names(name, array.ndim)
         if array.dtype.kind in "OUT":
-            out = group.create_array(name, shape=array.shape, dtype=str)
+            out = group.create_array(name, shape=array.shape, dtype=str, dimension_names=dims)
             out[:] = array.astype(object)
         else:
             chunks = (max(1, min(chunk_rows, len(array))), *array.shape[1:])
-            group.create_array(name, data=array, chunks=chunks)
+            group.create_array(name, data=array, chunks=chunks, dimension_names=dims)
     group.attrs["manifest"] = json.loads(manifest)
+    with warnings.catch_warnings():  # "consolidated metadata is not yet part of the Zarr v3 spec": zarr-python reads it
+        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
+        zarr.consolidate_metadata(path)
     (path / "manifest.json").write_text(manifest)
+
+
+def dimension_names(name: str, ndim: int) -> tuple[str, ...]:
+    """Shared dimension names: ``item`` for per-item arrays, ``offset`` (n+1) for ragged offsets, and the values of
+    a ragged array along ``<name>_row`` (e.g. one row per atom)."""
+    if name in ("ids", "item_hashes", "embeddings"):
+        return ("item", "feature")[:ndim]
+    if name.endswith("_offsets"):
+        return ("offset",)
+    return (f"{name}_row", *(f"{name}_dim{i}" for i in range(1, ndim)))
 
 
 def _write_hdf5(path: Path, arrays: Mapping[str, np.ndarray], manifest: str) -> None:

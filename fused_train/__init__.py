@@ -5,18 +5,22 @@
 >>> train(spec, Path("runs/my-run"), fold="0-7", execution=Execution(slots=8))   # skips finished folds
 >>> summarise_run(Path("runs/my-run"))        # pooled and per-drug PCC/RMSE, model beside naive baselines
 
+Your own model on our embeddings and folds: ``EmbeddingPairs`` (a torch Dataset; ``.folds()``, ``.subset()``).
+
 Models are registered in ``fused_train.models.registry.MODELS`` (name -> "module:Class").
 """
 
 from fused_train.data import Inputs, load_inputs
 from fused_train.engine import Execution, TrainConfig, Trainer
 from fused_train.models.registry import MODELS, model_class
+from fused_train.pairs import EmbeddingPairs
 from fused_train.report import write_report
 from fused_train.runs import RunError, RunSpec, predictions, summarise_run, train
 from fused_train.splits import Fold, make_folds
 
 __all__ = [
     "MODELS",
+    "EmbeddingPairs",
     "Execution",
     "Fold",
     "Inputs",

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from fused_cache.datasets import DatasetError
+from fused_cache.logs import add_verbose
 from fused_cache.stores import StoreNotFound
 from fused_train.data import InputError
 from fused_train.engine import Execution, TrainConfig
@@ -36,6 +37,19 @@ class _Widths(click.ParamType):
             return tuple(int(x) for x in str(value).split(",") if x)
         except ValueError:
             self.fail(f"expected comma-separated integers, got {value!r}", param, ctx)
+
+
+class _Split(click.Choice):
+    """A split by our name or drevalpy's: LPO = drug-known, LDO = lodo, LCO = cell-out (any case)."""
+
+    ALIASES = {"lpo": "drug-known", "ldo": "lodo", "lco": "cell-out"}
+
+    def __init__(self) -> None:
+        super().__init__([*SPLITS, "LPO", "LDO", "LCO"], case_sensitive=False)
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        chosen = super().convert(value, param, ctx)
+        return self.ALIASES.get(chosen.lower(), chosen)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -80,7 +94,8 @@ def _spec_options(fn: Any) -> Any:
         click.option("--cell-encoder", default="expression", show_default=True,
                      help="Store of the expression token: expression, or an scFM (scgpt, scfoundation)."),
         click.option("--omics", default="", help="More cell tokens, comma-separated: methylation,mutation."),
-        click.option("--split", type=click.Choice(SPLITS), default="lodo", show_default=True),
+        click.option("--split", type=_Split(), default="lodo", show_default=True,
+                     help="drug-known (LPO), lodo (LDO: leave one drug out) or cell-out (LCO: leave cell lines out)."),
         click.option("--seeds", default="0", show_default=True, help="Split and initialisation seeds, e.g. 0,1,2."),
         click.option("--dataset", default="gdsc-deepcdr", show_default=True,
                      help="gdsc-deepcdr, gdsc-deepcdr-approx or a data directory."),
@@ -134,6 +149,7 @@ def make_cli() -> click.Group:
     grid_options, _ = _model_options(multiple=True)
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(package_name="fused", prog_name="fused-train")
     def cli() -> None:
         """Train the FUSED head, DeepCDR baselines and naive predictors on cached embeddings across folds."""
 
@@ -172,7 +188,13 @@ def make_cli() -> click.Group:
     @click.option("--fold", default="all", show_default=True, help="Folds to search on (e.g. 0-15: 16 LODO folds).")
     @click.option("--lr", type=float, multiple=True, help=f"Learning rate; repeat to search [default: {_TRAIN.lr}].")
     @with_options(grid_options)
-    @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/grid"), show_default=True)
+    @click.option(
+        "--out",
+        type=click.Path(path_type=Path),
+        default=Path("runs/grid"),
+        show_default=True,
+        help="Folder of the grid's runs (one per combination) and grid.csv.",
+    )
     def grid(fold: str, lr: tuple[float, ...], out: Path, **kw: Any) -> None:
         """Train every combination of the given values; rank by the validation metric only (test never looked at)."""
         import numpy as np
@@ -205,17 +227,71 @@ def make_cli() -> click.Group:
                    f"{json.dumps(table.iloc[0].drop([metric, 'run']).to_dict())}")  # fmt: skip
 
     @cli.command()
-    @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-    @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/report"), show_default=True)
-    def report(runs: tuple[Path, ...], out: Path) -> None:
-        """Tables (Markdown, CSV) and plots (learning curves, per-drug PCC) from finished runs."""
-        from fused_train.report import write_report
+    @click.option(
+        "--split", type=_Split(), default="lodo", show_default=True, help="drug-known/LPO, lodo/LDO, cell-out/LCO."
+    )
+    @click.option("--seeds", default="0", show_default=True, help="Split seeds, comma-separated, e.g. 0,1,2.")
+    @click.option(
+        "--drug-encoder", default="chemnet", show_default=True, help="Drug store (decides which pairs exist)."
+    )
+    @click.option("--cell-encoder", default="expression", show_default=True, help="Store of the expression token.")
+    @click.option("--omics", default="", help="More cell stores, comma-separated: methylation,mutation.")
+    @click.option(
+        "--dataset",
+        default="gdsc-deepcdr",
+        show_default=True,
+        help="gdsc-deepcdr, gdsc-deepcdr-approx or a data directory.",
+    )
+    @click.option(
+        "--cache-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Store root (default: $FUSED_CACHE_DIR or the user cache).",
+    )
+    @click.option(
+        "--export",
+        "folder",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=True,
+        help="Folder for folds.csv (role of each drug, cell line or pair per fold) and pairs.csv.",
+    )
+    def splits(split: str, seeds: str, drug_encoder: str, cell_encoder: str, omics: str, dataset: str,
+               cache_dir: Path | None, folder: Path) -> None:  # fmt: skip
+        """Write the exact folds of `fused-train run` on these stores as CSV, to train other models on them."""
+        from fused_train.pairs import EmbeddingPairs, export_splits
 
-        paths = write_report(list(runs), out)
+        pairs = EmbeddingPairs.from_stores(dataset, drug_encoder, [cell_encoder, *_names(omics)], cache_dir)
+        folds = [f for seed in _ints(seeds) for f in pairs.folds(split, seed)]
+        paths = export_splits(pairs.inputs, folds, folder)
+        click.echo(f"{len(folds)} {split} folds over {len(pairs)} pairs: wrote {', '.join(map(str, paths))}")
+
+    @cli.command()
+    @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+    @click.option(
+        "--out",
+        type=click.Path(path_type=Path),
+        default=Path("runs/report"),
+        show_default=True,
+        help="Report directory.",
+    )
+    @click.option("--svg", is_flag=True, help="Write every figure as SVG too.")
+    @click.option(
+        "--compare-models",
+        is_flag=True,
+        help="Also pair model runs of the same split, dataset and seeds with each other.",
+    )
+    def report(runs: tuple[Path, ...], out: Path, svg: bool, compare_models: bool) -> None:
+        """Tables (Markdown, CSV), paired statistics and figures from finished runs (other folders are skipped)."""
+        from fused_train.report import find_runs, write_report
+
+        found, skipped = find_runs(list(runs))
+        for path, why in skipped.items():
+            click.echo(f"skipping {path}: {why}", err=True)
+        paths = write_report(found, out, ("png", "svg") if svg else ("png",), compare_models)
         click.echo(paths["markdown"].read_text())
         click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
-    return cli
+    return add_verbose(cli)
 
 
 cli = make_cli()

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from fused_cache.progress import progress
 from fused_train.data import Inputs
 from fused_train.metrics import mean_row_pcc, weighted_pcc
 from fused_train.models.slots import SlotAdam, SlotModel
@@ -134,7 +134,7 @@ class Trainer:
         net = self.model(n, self.inputs.shapes(), self.options).to(self.device)
         slots = [self._start(net, s, queue.pop(0)) for s in range(n)]
         optimizer = SlotAdam(net, lr=self.config.lr, weight_decay=self.config.weight_decay)
-        bar = tqdm(total=len(folds), desc="folds", unit="fold", disable=quiet)
+        bar = progress(len(folds), "training", "folds", quiet)
         while slots:
             scalers = self._stack_scalers(slots)
             self._train_epoch(net, optimizer, slots, scalers)

@@ -44,6 +44,19 @@ def per_entity(frame: pd.DataFrame, by: str, pred: str, truth: str = "ln_ic50") 
     return pd.DataFrame(rows)
 
 
+def entity_table(frame: pd.DataFrame, by: str, names: list[str], truth: str = "ln_ic50") -> pd.DataFrame:
+    """One row per (predictor, seed, entity): pairs, PCC, Spearman and RMSE, in long format as drevalpy's
+    ``evaluation_results_per_drug.csv``, so that other tools (and plots) can read a run's per-entity results."""
+    rows = []
+    for seed, part in frame.groupby("seed"):
+        for name in names:
+            for key, g in part.groupby(by, sort=True):
+                y, p = g[truth].to_numpy(), g[f"pred_{name}"].to_numpy()
+                rows.append({by: key, "predictor": name, "seed": seed, "n_pairs": len(g), "pcc": pcc(y, p),
+                             "spearman": spearman(y, p), "rmse": rmse(y, p)})  # fmt: skip
+    return pd.DataFrame(rows, columns=[by, "predictor", "seed", "n_pairs", "pcc", "spearman", "rmse"])
+
+
 def summarise(frame: pd.DataFrame, pred: str, by: str | None, truth: str = "ln_ic50") -> dict[str, float]:
     """Pooled PCC, RMSE, Spearman, and the mean and sd of per-entity PCC and RMSE over entities ``by``."""
     y, p = frame[truth].to_numpy(), frame[pred].to_numpy()

@@ -1,26 +1,38 @@
-"""The paper's tables and figures from finished runs: Markdown/CSV tables and PNG plots.
+"""The paper's tables and figures from finished runs: Markdown/CSV tables and PNG (optionally SVG) plots.
 
 Table rows are predictors (each run's model and its naive baselines) x cell inputs (expression only or multi-omics)
-x split; columns are pooled PCC and RMSE (mean ± sd over seeds where there are several) and mean ± sd per-drug PCC
-(per cell line in leave-cell-out). Plots: validation PCC per epoch (the paper's Figure 2) and per-drug PCC
-distributions.
+x split. Columns: pooled PCC and RMSE (mean ± sd over seeds where there are several), mean ± sd per-drug PCC (per cell
+line in leave-cell-out), bootstrap 95% intervals over drugs of both PCCs, and for each model the paired comparison
+with the naive predictor that ranks by the other entity's mean (cell-line mean for per-drug PCC, drug mean for
+per-cell-line PCC): mean difference with its interval, drugs won and Wilcoxon p-values (``fused_train.stats``).
+A second table pairs every model with every naive predictor (and, on request, models of the same split with each
+other). Figures: ``fused_train.plots``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from fused_train import plots
+from fused_train.models.naive import NAIVE
+from fused_train.runs import RunError, summarise_run
+from fused_train.stats import METHOD, paired_test
 
-from fused_train.metrics import per_entity  # noqa: E402
-from fused_train.models.naive import NAIVE  # noqa: E402
-from fused_train.runs import predictions, predictors, summarise_run  # noqa: E402
+FIGURES = {
+    "learning_curves": plots.learning_curves,
+    "predicted_vs_observed": plots.predicted_vs_observed,
+    "per_drug_pcc": plots.per_entity_vs_baseline,
+    "per_tissue_pcc": plots.per_tissue,
+}
+"""The report's figures: file name (without suffix) -> the function of ``fused_train.plots`` that draws it."""
+ENTITY_WORDS = {"drug_id": ("per-drug", "drugs"), "cell_id": ("per-cell", "cell lines")}
 
 
 def _pm(values: pd.Series) -> str:
@@ -32,13 +44,46 @@ def _pm(values: pd.Series) -> str:
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
+def _ci(interval: dict[str, float]) -> str:
+    low, high = interval["low"], interval["high"]
+    return "n/a" if np.isnan(low) else f"[{low:.3f}, {high:.3f}]"
+
+
+def _p(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{value:.2g}"
+
+
+def find_runs(paths: Sequence[Path]) -> tuple[list[Path], dict[Path, str]]:
+    """The run directories among ``paths`` (a config.json and at least one finished fold), and why others are not."""
+    runs, skipped = [], {}
+    for path in paths:
+        if not path.is_dir():
+            skipped[path] = "not a directory"
+        elif not (path / "config.json").is_file():
+            skipped[path] = "not a run directory (no config.json)"
+        elif not any((path / "folds").glob("*.parquet")):
+            skipped[path] = "no finished folds"
+        else:
+            runs.append(path)
+    return runs, skipped
+
+
+def _statistics(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "metrics.json").read_text())["statistics"]
+
+
 def table(run_dirs: list[Path]) -> pd.DataFrame:
     """One row per (run, predictor)."""
     rows = []
     for run_dir in run_dirs:
         config = json.loads((run_dir / "config.json").read_text())
         metrics = summarise_run(run_dir)
-        entity = "per_cell" if config["split"] == "cell-out" else "per_drug"
+        statistics = _statistics(run_dir)
+        by = statistics["entity"]
+        entity = "per_cell" if by == "cell_id" else "per_drug"
+        words, plural = ENTITY_WORDS[by]
+        reference = plots.BASELINE[by]
+        paired = {(c["a"], c["b"]): c for c in statistics["paired"]}
         for name, part in metrics.groupby("predictor", sort=False):
             sd_col = part[f"{entity}_pcc_sd"]
             per_entity_text = (
@@ -46,7 +91,8 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
                 if len(part) == 1 and not np.isnan(sd_col.iloc[0])
                 else _pm(part[f"{entity}_pcc_mean"])
             )
-            rows.append({
+            interval = statistics["intervals"][name]
+            row = {
                 "split": config["split"],
                 "cells": "expression only" if not config["omics"] else "multi-omics",
                 "drug": config["drug_encoder"],
@@ -56,60 +102,117 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
                 "seeds": len(part),
                 "test pairs": int(part["n_pairs"].sum()),
                 "PCC": _pm(part["pcc"]),
+                "PCC 95% CI": _ci(interval["pcc"]),
                 "RMSE": _pm(part["rmse"]),
-                f"{entity.replace('_', '-')} PCC": per_entity_text,
-                "run": run_dir.name,
-            })  # fmt: skip
+                f"{words} PCC": per_entity_text,
+                f"{words} PCC 95% CI": _ci(interval["entity_pcc_mean"]),
+            }  # fmt: skip
+            test = paired.get((name, reference))
+            if test is not None:
+                row |= {
+                    f"Δ {words} PCC vs {reference} [95% CI]": f"{test['difference']['estimate']:+.3f} "
+                    + _ci(test["difference"]),
+                    f"{plural} won": f"{test['wins']}/{test['n']}",
+                    "p (two-sided)": _p(test["p_two_sided"]),
+                    "p (model > naive)": _p(test["p_greater"]),
+                }
+            rows.append(row | {"run": run_dir.name})
+    frame = pd.DataFrame(rows)
+    return frame[sorted(frame.columns, key=_column_order)].fillna("")
+
+
+def _column_order(column: str) -> int:
+    """Shared columns first, then the per-drug group, the per-cell group, the p-values and the run."""
+    if column == "run":
+        return 4
+    if column.startswith("p ("):
+        return 3
+    if "per-cell" in column or "cell lines won" in column:
+        return 2
+    return 1 if "per-drug" in column or "drugs won" in column else 0
+
+
+def paired_table(run_dirs: list[Path], between_models: bool = False) -> pd.DataFrame:
+    """Every model against every naive predictor of its run; with ``between_models``, also every two model runs of
+    the same split, dataset and seeds against each other (paired by drug, or cell line in leave-cell-out)."""
+    rows = []
+    for run_dir in run_dirs:
+        config, statistics = plots.config_of(run_dir), _statistics(run_dir)
+        for c in statistics["paired"]:
+            rows.append(_paired_row(config, c["a"], plots.label(config), f"naive: {c['b']}", statistics["entity"], c))
+    if between_models:
+        entity_pccs = {r: _model_entity_pcc(r) for r in run_dirs}
+        for first, second in itertools.combinations([r for r in run_dirs if entity_pccs[r] is not None], 2):
+            c1, c2 = plots.config_of(first), plots.config_of(second)
+            if any(c1[k] != c2[k] for k in ("split", "dataset", "seeds")):
+                continue
+            (model, by, a), (_, _, b) = entity_pccs[first], entity_pccs[second]
+            test = paired_test(a, b).to_json()
+            rows.append(_paired_row(c1, model, plots.label(c1), plots.label(c2), by, test))
     return pd.DataFrame(rows)
 
 
-def learning_curves(run_dirs: list[Path], out: Path) -> Path:
-    """Mean validation PCC per epoch over each run's folds (folds that stopped early drop out of later epochs)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for run_dir in run_dirs:
-        files = sorted((run_dir / "curves").glob("*.csv"))
-        if not files:
-            continue
-        curves = pd.concat([pd.read_csv(f) for f in files])
-        mean = curves.groupby("epoch")["val_pcc"].mean()
-        ax.plot(mean.index, mean.to_numpy(), label=f"{run_dir.name} ({len(files)} folds)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation PCC (mean over folds)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+def _model_entity_pcc(run_dir: Path) -> tuple[str, str, pd.Series] | None:
+    """The model of a run, its entity, and its per-entity PCC (mean over seeds), from the run's per-entity CSV."""
+    by = plots.entity_of(plots.config_of(run_dir)["split"])
+    table = pd.read_csv(run_dir / ("per_cell.csv" if by == "cell_id" else "per_drug.csv"), dtype={by: str})
+    models = [n for n in table["predictor"].unique() if n not in NAIVE]
+    if not models:
+        return None
+    mine = table[table["predictor"] == models[0]]
+    return models[0], by, mine.groupby(by)["pcc"].mean()
 
 
-def per_drug_distributions(run_dirs: list[Path], out: Path) -> Path:
-    """Box plots of per-drug PCC of every predictor of every run."""
-    data, labels = [], []
-    for run_dir in run_dirs:
-        frame = predictions(run_dir)
-        for name in predictors(frame):
-            values = per_entity(frame, "drug_id", f"pred_{name}")["pcc"].dropna()
-            if len(values):
-                data.append(values.to_numpy())
-                labels.append(f"{run_dir.name}\n{name}")
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(data)), 4.5))
-    if data:
-        ax.boxplot(data, showmeans=True)
-        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=60, ha="right", fontsize=6)
-    ax.set_ylabel("per-drug PCC")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+def _paired_row(config: dict[str, Any], model: str, run: str, versus: str, by: str, c: dict[str, Any]) -> dict:
+    words, plural = ENTITY_WORDS[by]
+    return {
+        "split": config["split"],
+        "run": run,
+        "model": model,
+        "versus": versus,
+        "metric": f"{words} PCC",
+        plural: c["n"],
+        "undefined": c["undefined"],
+        "model mean ± sd": f"{c['mean_a']:.3f} ± {c['sd_a']:.3f}",
+        "versus mean ± sd": "n/a" if np.isnan(c["mean_b"]) else f"{c['mean_b']:.3f} ± {c['sd_b']:.3f}",
+        "Δ mean [95% CI]": "n/a" if c["n"] == 0 else f"{c['difference']['estimate']:+.3f} {_ci(c['difference'])}",
+        "median Δ": "n/a" if c["n"] == 0 else f"{c['median_difference']:+.3f}",
+        "won / lost / tied": f"{c['wins']} / {c['losses']} / {c['ties']}",
+        "p (two-sided)": _p(c["p_two_sided"]),
+        "p (model > versus)": _p(c["p_greater"]),
+    }
 
 
-def write_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
-    """report.md, report.csv, learning_curves.png and per_drug_pcc.png in ``out_dir``."""
+def write_report(
+    run_dirs: list[Path], out_dir: Path, formats: Sequence[str] = ("png",), between_models: bool = False
+) -> dict[str, Path]:
+    """report.md, report.csv, paired.csv and the figures of ``fused_train.plots`` in ``out_dir``.
+
+    Paths that are not finished runs are left out (``find_runs`` says why); RunError when none is.
+    """
+    runs, skipped = find_runs(run_dirs)
+    if not runs:
+        reasons = "; ".join(f"{p}: {why}" for p, why in skipped.items())
+        raise RunError(f"no finished run among the paths given ({reasons})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame = table(run_dirs)
-    paths = {"csv": out_dir / "report.csv", "markdown": out_dir / "report.md"}
+    frame, paired = table(runs), paired_table(runs, between_models)
+    paths = {"csv": out_dir / "report.csv", "paired": out_dir / "paired.csv", "markdown": out_dir / "report.md"}
     frame.to_csv(paths["csv"], index=False)
-    paths["markdown"].write_text(frame.drop(columns=["run"]).to_markdown(index=False) + "\n")
-    paths["curves"] = learning_curves(run_dirs, out_dir / "learning_curves.png")
-    paths["per_drug"] = per_drug_distributions(run_dirs, out_dir / "per_drug_pcc.png")
+    paired.to_csv(paths["paired"], index=False)
+    note = (
+        f"Paired over {{entities}}: Wilcoxon signed-rank p-values over the entities where both PCCs are defined "
+        f"(ties dropped), bootstrap {int(METHOD['level'] * 100)}% percentile intervals from {METHOD['n_resamples']} "
+        f"resamples of the entities (seed {METHOD['seed']}). Details: fused_train/stats.py."
+    )
+    paths["markdown"].write_text(
+        frame.drop(columns=["run"]).to_markdown(index=False)
+        + "\n\n## Paired comparisons\n\n"
+        + note.format(entities="drugs (cell lines in leave-cell-out)")
+        + "\n\n"
+        + paired.to_markdown(index=False)
+        + "\n"
+    )
+    for name, draw in FIGURES.items():
+        for path in draw(runs, out_dir / name, formats):
+            paths[f"{name}.{path.suffix[1:]}"] = path
     return paths

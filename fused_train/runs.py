@@ -2,13 +2,15 @@
 
 ``runs/<id>/`` holds ``config.json`` (the resolved specification), ``folds/<fold>.parquet`` (test pairs with the
 truth and every predictor's prediction: the model and the naive baselines), ``curves/<fold>.csv`` (per epoch: training
-loss, validation RMSE and PCC) and, once summarised, ``metrics.json`` / ``metrics.csv``. A fold's Parquet file is
+loss, validation RMSE and PCC) and, once summarised, ``metrics.json`` / ``metrics.csv`` and ``per_drug.csv`` /
+``per_cell.csv``; ``run.log`` collects every training session's messages. A fold's Parquet file is
 written last and atomically, so its presence means the fold is finished and a rerun skips it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,13 +22,17 @@ import torch
 
 from fused_cache import datasets
 from fused_cache.cluster import connect, run_tasks
+from fused_cache.logs import log_to
 from fused_train.data import Inputs, load_inputs
 from fused_train.engine import Execution, FoldResult, TrainConfig, Trainer, resolve_precision
-from fused_train.metrics import summarise
+from fused_train.metrics import entity_table, summarise
 from fused_train.models.naive import NAIVE, naive_predictions
 from fused_train.models.registry import make_options, model_class, options_json
 from fused_train.models.slots import SlotModel
 from fused_train.splits import TEST, Fold, make_folds, select
+from fused_train.stats import compare
+
+log = logging.getLogger(__name__)
 
 
 class RunError(ValueError):
@@ -117,8 +123,20 @@ def train(
     precision = resolve_precision(spec.train.precision, execution.device)
     spec = replace(spec, train=replace(spec.train, precision=precision))  # the run records what it really used
     inputs = load_run_inputs(spec, cache_dir)
+    chosen = select(folds_of(spec, inputs), fold)  # before the run directory exists: a bad --fold leaves nothing
     prepare(spec, run_dir)
-    todo = [f.name for f in select(folds_of(spec, inputs), fold) if f.name not in finished(run_dir)]
+    with log_to(run_dir / "run.log"):
+        log.info("%s: %d folds selected (--fold %s); inputs %s", spec.name, len(chosen), fold, inputs.describe())
+        trained = _train_chosen(spec, run_dir, inputs, chosen, cache_dir, execution, quiet)
+        log.info("%s: trained %d folds now, %d finished in all", spec.name, len(trained), len(finished(run_dir)))
+    return trained
+
+
+def _train_chosen(
+    spec: RunSpec, run_dir: Path, inputs: Inputs, chosen: list[Fold], cache_dir: str | Path | None,
+    execution: Execution, quiet: bool,
+) -> list[str]:  # fmt: skip
+    todo = [f.name for f in chosen if f.name not in finished(run_dir)]
     if not todo:
         return []
     _remove_leftovers(run_dir, todo)  # of an earlier, killed run
@@ -129,7 +147,9 @@ def train(
         size = 2 * execution.slots
         groups = [todo[i : i + size] for i in range(0, len(todo), size)]
         tasks = [(spec, names, run_dir, cache_dir, execution) for names in groups]
-        run_tasks(_train_group, tasks, client, desc=f"{spec.name} (fold groups)", quiet=quiet)
+        run_tasks(
+            _train_group, tasks, client, desc=spec.name, quiet=quiet, sizes=[len(g) for g in groups], unit="folds"
+        )
     _remove_leftovers(run_dir, todo)
     return todo
 
@@ -195,6 +215,8 @@ def _write_fold(
     tmp = folder / f".{fold.name}.{os.getpid()}.tmp"
     frame.to_parquet(tmp, index=False)
     tmp.rename(folder / f"{fold.name}.parquet")
+    epochs = f"best epoch {result.best_epoch} of {len(result.curve)}, " if result is not None else ""
+    log.info("fold %s finished: %s%d test pairs", fold.name, epochs, len(frame))
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -220,7 +242,9 @@ def predictors(frame: pd.DataFrame) -> list[str]:
 def summarise_run(run_dir: Path) -> pd.DataFrame:
     """Metrics per predictor and seed (each seed's folds pooled), written to metrics.csv and metrics.json.
 
-    Per-entity metrics are per drug, except in the leave-cell-out split, where they are per cell line.
+    Per-entity metrics are per drug, except in the leave-cell-out split, where they are per cell line. metrics.json
+    also holds ``statistics`` (``fused_train.stats.compare``: bootstrap intervals, model vs each naive predictor);
+    per_drug.csv and per_cell.csv hold every predictor's metrics per drug and per cell line.
     """
     config = json.loads((run_dir / "config.json").read_text())
     frame = predictions(run_dir)
@@ -231,8 +255,11 @@ def summarise_run(run_dir: Path) -> pd.DataFrame:
             rows.append({"predictor": name, "seed": seed, "folds": part["fold"].nunique(),
                          **summarise(part, f"pred_{name}", by)})  # fmt: skip
     table = pd.DataFrame(rows)
+    names = predictors(frame)
+    statistics = compare(frame, by, names, baselines=[n for n in names if n in NAIVE])
     _atomic_text(run_dir / "metrics.csv", table.to_csv(index=False))
-    _atomic_text(
-        run_dir / "metrics.json", json.dumps({"config": config, "metrics": table.to_dict("records")}, indent=2)
-    )
+    _atomic_text(run_dir / "metrics.json", json.dumps({"config": config, "metrics": table.to_dict("records"),
+                                                       "statistics": statistics}, indent=2))  # fmt: skip
+    for entity, file in (("drug_id", "per_drug.csv"), ("cell_id", "per_cell.csv")):
+        _atomic_text(run_dir / file, entity_table(frame, entity, names).to_csv(index=False))
     return table

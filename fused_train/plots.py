@@ -1,0 +1,240 @@
+"""Figures of finished runs, each about one question a reader asks of a drug-response benchmark.
+
+- ``learning_curves``: validation metric per epoch, one panel per split (splits measure different things and are
+  never drawn on one axis). LODO shows the per-drug validation PCC (what LODO is about), the other splits the pooled
+  validation PCC. The curve is the mean over all folds at every epoch: a fold that stopped early keeps its last value,
+  so the mean does not jump when folds drop out.
+- ``predicted_vs_observed``: hexbin of predicted against observed ln IC50, one panel per model run.
+- ``per_entity_vs_baseline``: per-drug PCC of the model against the naive cell-line mean (one point per drug, the
+  diagonal drawn, Wilcoxon p-value and wins in the title); per cell line against the drug mean in leave-cell-out.
+- ``per_tissue``: per TCGA type, the split's PCC on the cell lines of that type, one panel per split.
+
+Every function takes run directories, writes ``out`` as PNG (and SVG when asked) and returns the written paths.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from fused_train.metrics import pcc  # noqa: E402
+from fused_train.models.naive import NAIVE  # noqa: E402
+from fused_train.runs import predictions, predictors  # noqa: E402
+from fused_train.stats import entity_pcc, paired_test  # noqa: E402
+
+SPLIT_TITLES = {
+    "drug-known": "drug-known (LPO)",
+    "lodo": "leave-one-drug-out (LDO)",
+    "cell-out": "leave-cell-out (LCO)",
+}
+BASELINE = {"drug_id": "cell-mean", "cell_id": "drug-mean"}
+"""The naive predictor a model's per-entity PCC is compared with: the one that ranks by the other entity's mean."""
+
+plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8, "figure.dpi": 150})
+
+
+def config_of(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "config.json").read_text())
+
+
+def label(config: dict[str, Any]) -> str:
+    """A run in a legend: its model, drug store and cell inputs."""
+    return f"{config['model']} · {config['drug_encoder']} · {'+'.join([config['cell_encoder'], *config['omics']])}"
+
+
+def entity_of(split: str) -> str:
+    return "cell_id" if split == "cell-out" else "drug_id"
+
+
+def save(fig: plt.Figure, out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    paths = []
+    for fmt in formats:
+        path = out.with_suffix(f".{fmt}")
+        fig.savefig(path, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _by_split(run_dirs: Sequence[Path]) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = {}
+    for run_dir in run_dirs:
+        groups.setdefault(config_of(run_dir)["split"], []).append(run_dir)
+    return {s: groups[s] for s in SPLIT_TITLES if s in groups}
+
+
+def _grid(n: int, width: float = 3.6, height: float = 3.3) -> tuple[plt.Figure, np.ndarray]:
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat
+
+
+def curve_mean(curves: Sequence[pd.DataFrame], column: str) -> pd.Series:
+    """Mean of ``column`` over folds at every epoch, a finished fold carrying its last value forward."""
+    epochs = max(len(c) for c in curves)
+    table = pd.DataFrame({i: c.set_index("epoch")[column] for i, c in enumerate(curves)}).reindex(range(epochs))
+    return table.ffill().mean(axis=1)
+
+
+def _fold_count(config: dict[str, Any], n_folds: int) -> str:
+    seeds = len(config["seeds"])
+    if config["split"] == "drug-known":  # one fold per seed: what varies is the seed
+        return f"{seeds} seed{'s' * (seeds > 1)}"
+    per_seed = n_folds // max(seeds, 1)
+    return f"{per_seed} folds" + (f" x {seeds} seeds" if seeds > 1 else "")
+
+
+def learning_curves(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Validation metric per epoch, mean over folds, one panel per split."""
+    groups = {s: [r for r in runs if list((r / "curves").glob("*.csv"))] for s, runs in _by_split(run_dirs).items()}
+    groups = {s: runs for s, runs in groups.items() if runs}
+    fig, axes = _grid(max(len(groups), 1), width=5.0, height=3.8)
+    for ax, (split, runs) in zip(axes, groups.items(), strict=False):
+        column = "val_drug_pcc" if split == "lodo" else "val_pcc"
+        for run_dir in runs:
+            config = config_of(run_dir)
+            curves = [pd.read_csv(f) for f in sorted((run_dir / "curves").glob("*.csv"))]
+            mean = curve_mean(curves, column)
+            ax.plot(mean.index, mean.to_numpy(), label=f"{label(config)} ({_fold_count(config, len(curves))})")
+        ax.set_title(SPLIT_TITLES[split])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("per-drug validation PCC" if split == "lodo" else "validation PCC (pooled)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.suptitle("Mean over all folds at each epoch (a fold that stopped early keeps its last value)")
+    fig.tight_layout()
+    return save(fig, out, formats)
+
+
+def _model_runs(run_dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any], pd.DataFrame, str]]:
+    """(run, config, predictions, model name) of every run that has a model besides the naive predictors."""
+    found = []
+    for run_dir in run_dirs:
+        frame = predictions(run_dir)
+        models = [n for n in predictors(frame) if n not in NAIVE]
+        if models:
+            found.append((run_dir, config_of(run_dir), frame, models[0]))
+    return sorted(found, key=lambda run: list(SPLIT_TITLES).index(run[1]["split"]))
+
+
+def predicted_vs_observed(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Hexbin of predicted vs observed ln IC50 of every model run (all test pairs of all folds and seeds)."""
+    runs = _model_runs(run_dirs)
+    fig, axes = _grid(max(len(runs), 1))
+    for ax, (_, config, frame, model) in zip(axes, runs, strict=False):
+        y, p = frame["ln_ic50"].to_numpy(), frame[f"pred_{model}"].to_numpy()
+        lo, hi = np.percentile(np.concatenate([y, p]), [0.5, 99.5])
+        art = ax.hexbin(y, p, gridsize=45, extent=(lo, hi, lo, hi), bins="log", cmap="viridis", mincnt=1)
+        ax.plot([lo, hi], [lo, hi], color="0.3", lw=0.8, ls="--")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        ax.set_title(f"{SPLIT_TITLES[config['split']]}\n{label(config)}\nPCC {pcc(y, p):.3f}, {len(y):,} test pairs")
+        ax.set_xlabel("observed ln IC50")
+        ax.set_ylabel(f"predicted ln IC50 ({model})")
+        fig.colorbar(art, ax=ax, label="test pairs per hexagon", shrink=0.8)
+    fig.tight_layout()
+    return save(fig, out, formats)
+
+
+def per_entity_vs_baseline(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Per-drug PCC of each model against the cell-line mean (per cell line against the drug mean in cell-out)."""
+    runs = _model_runs(run_dirs)
+    fig, axes = _grid(max(len(runs), 1), width=4.4, height=5.0)
+    for ax, (_, config, frame, model) in zip(axes, runs, strict=False):
+        by = entity_of(config["split"])
+        baseline = BASELINE[by]
+        a, b = entity_pcc(frame, by, f"pred_{model}"), entity_pcc(frame, by, f"pred_{baseline}")
+        test = paired_test(a, b)
+        both = pd.concat([a, b], axis=1).dropna()
+        x, y = both.iloc[:, 1].to_numpy(), both.iloc[:, 0].to_numpy()
+        unit = "drug" if by == "drug_id" else "cell-line"
+        for better, color in ((True, "tab:blue"), (False, "tab:red")):
+            mask = (y > x) == better
+            ax.scatter(x[mask], y[mask], s=9, alpha=0.6, color=color, linewidths=0,
+                       label=f"{model} {'higher' if better else 'not higher'} ({mask.sum()})")  # fmt: skip
+        lo, hi = min(x.min(initial=1), y.min(initial=1)) - 0.05, 1.02
+        ax.plot([lo, hi], [lo, hi], color="0.3", lw=0.8, ls="--")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False, markerscale=1.5)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        plural = "drugs" if by == "drug_id" else "cell lines"
+        ax.set_title(f"{SPLIT_TITLES[config['split']]}\n{label(config)}\n"
+                     f"{model} higher: {test.wins}/{test.n} {plural}, Wilcoxon p = {test.p_two_sided:.2g}")  # fmt: skip
+        ax.set_xlabel(f"per-{unit} PCC, naive {baseline}")
+        ax.set_ylabel(f"per-{unit} PCC, {model}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout(h_pad=3.0)
+    return save(fig, out, formats)
+
+
+@cache
+def _tissues(dataset: str) -> pd.Series:
+    from fused_cache import datasets
+
+    cells = datasets.load(dataset).cells
+    if "tcga_type" not in cells:
+        return pd.Series(dtype=str)
+    return cells.set_index("cell_id")["tcga_type"].fillna("").astype(str)
+
+
+def tissue_pcc(frame: pd.DataFrame, pred: str, split: str, tissues: pd.Series, min_cells: int = 5) -> pd.Series:
+    """Per TCGA type with at least ``min_cells`` cell lines: pooled PCC of its pairs (drug-known), mean per-drug
+    PCC over its cell lines (LODO), or mean per-cell-line PCC of its cell lines (leave-cell-out)."""
+    frame = frame.assign(tissue=frame["cell_id"].map(tissues).fillna(""))
+    out = {}
+    for tissue, part in frame[frame["tissue"] != ""].groupby("tissue"):
+        if part["cell_id"].nunique() < min_cells:
+            continue
+        if split == "drug-known":
+            out[tissue] = pcc(part["ln_ic50"].to_numpy(), part[pred].to_numpy())
+        else:
+            out[tissue] = entity_pcc(part, entity_of(split), pred).mean()
+    return pd.Series(out, dtype=float)
+
+
+def per_tissue(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """PCC per TCGA type of every model and of the split's reference naive predictor, one panel per split."""
+    groups: dict[str, list] = {}
+    for run in _model_runs(run_dirs):
+        groups.setdefault(run[1]["split"], []).append(run)
+    groups = {s: groups[s] for s in SPLIT_TITLES if s in groups}
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4.8 * max(len(groups), 1), 7.5), squeeze=False)
+    for ax, (split, runs) in zip(axes.flat, groups.items(), strict=False):
+        series = {}
+        for _, config, frame, model in runs:
+            series[label(config)] = tissue_pcc(frame, f"pred_{model}", split, _tissues(config["dataset"]))
+        _, config, frame, _ = runs[0]  # the naive reference, last in the legend (the same in every run of a split)
+        baseline = "mean-effects" if split == "drug-known" else BASELINE[entity_of(split)]
+        series[f"naive {baseline}"] = tissue_pcc(frame, f"pred_{baseline}", split, _tissues(config["dataset"]))
+        table = pd.DataFrame(series)
+        table = table.loc[table.mean(axis=1).sort_values().index]
+        rows = np.arange(len(table))
+        markers = iter("os^Dv<>p*h")
+        for name, values in table.items():
+            naive = name.startswith("naive")
+            ax.scatter(values.to_numpy(), rows, label=name, marker="|" if naive else next(markers),
+                       s=90 if naive else 22, color="black" if naive else None, zorder=3)  # fmt: skip
+        ax.set_yticks(rows, table.index)
+        metric = {"drug-known": "pooled PCC", "lodo": "mean per-drug PCC", "cell-out": "mean per-cell-line PCC"}
+        ax.set_xlabel(f"{metric[split]} on the TCGA type's cell lines")
+        ax.set_ylabel("TCGA type (>= 5 cell lines)")
+        ax.set_title(SPLIT_TITLES[split])
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1, frameon=False)
+    fig.tight_layout()
+    return save(fig, out, formats)
