@@ -5,6 +5,9 @@
 >>> train(spec, Path("runs/my-run"), fold="0-7", execution=Execution(slots=8))   # skips finished folds
 >>> summarise_run(Path("runs/my-run"))        # pooled and per-drug PCC/RMSE, model beside naive baselines
 
+A saved model (``fused-train fit``, or a run's ``models/<fold>/``) predicts new drugs and cell lines:
+``load_model("models/fused-chemnet").predict(drugs="new.csv")`` -> a DataFrame of ln IC50 per (drug, cell line).
+
 Your own model on our embeddings and folds: ``EmbeddingPairs`` (a torch Dataset; ``.folds()``, ``.subset()``).
 
 Models are registered in ``fused_train.models.registry.MODELS`` (name -> "module:Class").
@@ -14,6 +17,7 @@ from fused_train.data import Inputs, load_inputs
 from fused_train.engine import Execution, TrainConfig, Trainer
 from fused_train.models.registry import MODELS, model_class
 from fused_train.pairs import EmbeddingPairs
+from fused_train.predict import TrainedModel, load_model
 from fused_train.report import write_report
 from fused_train.runs import RunError, RunSpec, predictions, summarise_run, train
 from fused_train.splits import Fold, make_folds
@@ -27,8 +31,10 @@ __all__ = [
     "RunError",
     "RunSpec",
     "TrainConfig",
+    "TrainedModel",
     "Trainer",
     "load_inputs",
+    "load_model",
     "make_folds",
     "model_class",
     "predictions",

@@ -85,7 +85,14 @@ def _model_options(multiple: bool) -> tuple[list[Callable], list[str]]:
     return decorators, list(uses)
 
 
+def _split_option(fn: Any) -> Any:
+    return click.option("--split", type=_Split(), default="lodo", show_default=True,
+                        help="drug-known (LPO), lodo (LDO: leave one drug out) or cell-out (LCO: leave cell lines "
+                        "out).")(fn)  # fmt: skip
+
+
 def _spec_options(fn: Any) -> Any:
+    """The options of a run's specification but --split (fit has none)."""
     options = [
         click.option("--model", type=click.Choice(list(MODELS)), default="fused", show_default=True,
                      help="A registered model (fused_train/models/registry.py)."),
@@ -94,8 +101,6 @@ def _spec_options(fn: Any) -> Any:
         click.option("--cell-encoder", default="expression", show_default=True,
                      help="Store of the expression token: expression, or an scFM (scgpt, scfoundation)."),
         click.option("--omics", default="", help="More cell tokens, comma-separated: methylation,mutation."),
-        click.option("--split", type=_Split(), default="lodo", show_default=True,
-                     help="drug-known (LPO), lodo (LDO: leave one drug out) or cell-out (LCO: leave cell lines out)."),
         click.option("--seeds", default="0", show_default=True, help="Split and initialisation seeds, e.g. 0,1,2."),
         click.option("--dataset", default="gdsc-deepcdr", show_default=True,
                      help="gdsc-deepcdr, gdsc-deepcdr-approx or a data directory."),
@@ -163,13 +168,20 @@ def make_cli() -> click.Group:
 
     @cli.command()
     @_spec_options
+    @_split_option
     @click.option("--fold", default="all", show_default=True, help="all, N, N-M, or fold names.")
     @click.option("--lr", type=float, default=_TRAIN.lr, show_default=True, help="Adam learning rate.")
     @with_options(run_options)
     @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<name>).")
     @click.option("--scheduler", default=None, help="Train fold groups on Dask: 'local' or tcp://HOST:8786.")
     @click.option("--workers", type=click.IntRange(min=1), default=None, help="Workers of --scheduler local.")
-    def run(fold: str, lr: float, out: Path | None, scheduler: str | None, workers: int | None, **kw: Any) -> None:
+    @click.option(
+        "--save-models/--no-save-models",
+        default=None,
+        help="Save each fold's best-epoch model in models/<fold>/ [default: on, but not for lodo].",
+    )
+    def run(fold: str, lr: float, out: Path | None, scheduler: str | None, workers: int | None,
+            save_models: bool | None, **kw: Any) -> None:  # fmt: skip
         """Train the selected folds (finished folds of the same run are skipped), then write metrics."""
         from fused_train.runs import summarise_run, train
 
@@ -177,7 +189,7 @@ def make_cli() -> click.Group:
         spec = _spec(kw, lr, {k: v for k, v in given.items() if v is not None})
         run_dir = out or Path("runs") / spec.name
         execution = Execution(slots=kw["slots"], device=_device(kw["device"]), scheduler=scheduler, workers=workers)
-        trained = train(spec, run_dir, fold, kw["cache_dir"], execution, kw["quiet"])
+        trained = train(spec, run_dir, fold, kw["cache_dir"], execution, kw["quiet"], save_models)
         click.echo(f"{run_dir}: trained {len(trained)} folds now")
         table = summarise_run(run_dir)
         entity_columns = [c for c in table.columns if c.endswith("_pcc_mean")]
@@ -185,6 +197,7 @@ def make_cli() -> click.Group:
 
     @cli.command()
     @_spec_options
+    @_split_option
     @click.option("--fold", default="all", show_default=True, help="Folds to search on (e.g. 0-15: 16 LODO folds).")
     @click.option("--lr", type=float, multiple=True, help=f"Learning rate; repeat to search [default: {_TRAIN.lr}].")
     @with_options(grid_options)
@@ -225,6 +238,80 @@ def make_cli() -> click.Group:
         click.echo(table.to_string())
         click.echo(f"best by validation {'per-drug PCC' if by_pcc else 'RMSE'}: "
                    f"{json.dumps(table.iloc[0].drop([metric, 'run']).to_dict())}")  # fmt: skip
+
+    @cli.command()
+    @_spec_options
+    @click.option("--lr", type=float, default=_TRAIN.lr, show_default=True, help="Adam learning rate.")
+    @with_options(run_options)
+    @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+                  help="Model directory to create (members/<seed>/, model.json, card.md).")  # fmt: skip
+    def fit(lr: float, out: Path, **kw: Any) -> None:
+        """Train on all labelled pairs (10% validation for early stopping; one member per seed) and save the model."""
+        import shlex
+        import sys
+
+        from fused_train.fit import fit as fit_model
+
+        given = {name: kw.pop(name) for name in option_names}
+        spec = _spec({**kw, "split": "fit"}, lr, {k: v for k, v in given.items() if v is not None})
+        execution = Execution(slots=kw["slots"], device=_device(kw["device"]))
+        command = shlex.join(["fused-train", *sys.argv[1:]])
+        fit_model(spec, out, kw["cache_dir"], execution, kw["quiet"], command)
+        click.echo((out / "card.md").read_text())
+        click.echo(f"saved {out}")
+
+    @cli.command()
+    @click.option(
+        "--model",
+        "model_dir",
+        type=click.Path(path_type=Path),
+        required=True,
+        help="A model directory: fused-train fit's --out, or a run's models/<fold>/.",
+    )
+    @click.option("--drugs", default=None, help="CSV/TSV/Parquet with drug_id,smiles [default: the training drugs].")
+    @click.option(
+        "--cells",
+        default=None,
+        help="New cell lines: a directory of omics_<modality>.csv, or such files "
+        "comma-separated (first column cell_id, one column per gene) [default: the training cell lines].",
+    )
+    @click.option("--out", type=click.Path(path_type=Path), required=True, help="predictions.parquet or .csv.")
+    @click.option(
+        "--top",
+        type=click.IntRange(min=0),
+        default=5,
+        show_default=True,
+        help="Print this many most sensitive cell lines per drug.",
+    )
+    @click.option(
+        "--cache-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Where new drugs are embedded [default: the cache the model's stores are in].",
+    )
+    @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+    @click.option("--quiet", is_flag=True, help="No progress bars.")  # fmt: skip
+    def predict(model_dir: Path, drugs: str | None, cells: str | None, out: Path, top: int, cache_dir: Path | None,
+                device: str, quiet: bool) -> None:  # fmt: skip
+        """Predict ln IC50 of drugs x cell lines with a saved model; write one row per pair with a per-drug rank."""
+        from fused_train.predict import OUT_FORMATS, PredictError, load_model, write_predictions
+
+        if out.suffix not in OUT_FORMATS:
+            raise PredictError(f"--out must end in {' or '.join(OUT_FORMATS)}, not {out.name!r}")
+        model = load_model(model_dir, _device(device))
+        frame = model.predict(drugs=drugs, cells=cells, cache_dir=cache_dir, quiet=quiet)
+        write_predictions(frame, out)
+        if "embedded" in model.report:
+            click.echo(f"drugs: embedded {model.report['embedded']}, reused {model.report['reused']} from the cache")
+        for name, n in model.report.get("extra_columns_ignored", {}).items():
+            if n:
+                click.echo(f"cells ({name}): {n} columns not in the model's gene list ignored")
+        best = frame[frame["rank_within_drug"] <= top].sort_values(["drug_id", "rank_within_drug"])
+        if top:
+            click.echo(best.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        click.echo(f"wrote {len(frame)} predictions ({frame['drug_id'].nunique()} drugs x "
+                   f"{frame['cell_id'].nunique()} cell lines, {model.members[0].info['model']}, "
+                   f"{len(model.members)} members) to {out}")  # fmt: skip
 
     @cli.command()
     @click.option(
@@ -299,6 +386,9 @@ cli = make_cli()
 
 def main() -> None:
     from fused_cache.console import run_cli
+    from fused_train.predict import PredictError
     from fused_train.runs import RunError
+    from fused_train.saved import ModelDirError
 
-    run_cli(make_cli(), (RunError, ModelError, InputError, DatasetError, StoreNotFound, FoldSelectionError))
+    run_cli(make_cli(), (RunError, ModelError, InputError, DatasetError, StoreNotFound, FoldSelectionError,
+                         PredictError, ModelDirError))  # fmt: skip

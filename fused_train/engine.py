@@ -84,6 +84,10 @@ class FoldResult:
     """Flat grid indices of the fold's TEST cells."""
     test_pred: np.ndarray
     curve: pd.DataFrame = field(repr=False)
+    scalers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    """Mean and sd of each dense input and of ln IC50 (from the fold's TRAIN side), as the model was trained with."""
+    state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    """The slot's parameters at the best epoch (no slot dimension, on the CPU) when the trainer keeps them."""
 
 
 @dataclass
@@ -96,6 +100,7 @@ class _Slot:
     best_loss: float = float("inf")
     best_epoch: int = -1
     best_pred: np.ndarray | None = None
+    best_state: dict[str, torch.Tensor] | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
     train_loss: float = 0.0
     steps: int = 0
@@ -107,9 +112,11 @@ class Trainer:
 
     def __init__(
         self, inputs: Inputs, model: type[SlotModel], options: Any, config: TrainConfig,
-        execution: Execution = Execution(),
+        execution: Execution = Execution(), keep_state: bool = False,
     ) -> None:  # fmt: skip
         self.inputs, self.model, self.options, self.config = inputs, model, options, config
+        self.keep_state = keep_state
+        """Copy each slot's parameters whenever it improves, so that its best epoch can be saved."""
         self.n_slots = execution.slots
         self.device = torch.device(execution.device)
         self.bf16 = resolve_precision(config.precision, execution.device) == "bf16"
@@ -142,7 +149,7 @@ class Trainer:
                                 "slots")  # fmt: skip
             done = {}
             for i, (s, pred) in enumerate(zip(slots, self._evaluate(net, scalers, slots), strict=True)):
-                result = self._end_epoch(s, pred)
+                result = self._end_epoch(s, pred, net, i)
                 if result is not None:
                     done[i] = result
             for result in done.values():
@@ -274,7 +281,7 @@ class Trainer:
             out.append(grid)
         return out
 
-    def _end_epoch(self, s: _Slot, pred: np.ndarray) -> FoldResult | None:
+    def _end_epoch(self, s: _Slot, pred: np.ndarray, net: SlotModel, slot: int) -> FoldResult | None:
         """Record the epoch; returns the fold's result when early stopping (or the epoch limit) ends it."""
         count, target = self.count_np, self.target_np
         val = s.fold.roles == VAL
@@ -287,12 +294,13 @@ class Trainer:
         if loss < s.best_loss:
             s.best_loss, s.best_epoch = loss, s.epoch
             s.best_pred = pred[s.fold.roles == TEST]
+            if self.keep_state:
+                s.best_state = {n: p.detach()[slot].to("cpu", copy=True) for n, p in net.named_parameters()}
         s.epoch += 1
         if s.epoch - 1 - s.best_epoch < self.config.patience and s.epoch < self.config.max_epochs:
             return None
-        return FoldResult(
-            s.fold, s.best_epoch, np.flatnonzero(s.fold.roles == TEST), s.best_pred, pd.DataFrame(s.curve)
-        )
+        return FoldResult(s.fold, s.best_epoch, np.flatnonzero(s.fold.roles == TEST), s.best_pred,
+                          pd.DataFrame(s.curve), s.scalers, s.best_state)  # fmt: skip
 
 
 def _reuse_freed_memory() -> None:

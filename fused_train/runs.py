@@ -3,8 +3,9 @@
 ``runs/<id>/`` holds ``config.json`` (the resolved specification), ``folds/<fold>.parquet`` (test pairs with the
 truth and every predictor's prediction: the model and the naive baselines), ``curves/<fold>.csv`` (per epoch: training
 loss, validation RMSE and PCC) and, once summarised, ``metrics.json`` / ``metrics.csv`` and ``per_drug.csv`` /
-``per_cell.csv``; ``run.log`` collects every training session's messages. A fold's Parquet file is
-written last and atomically, so its presence means the fold is finished and a rerun skips it.
+``per_cell.csv``; ``run.log`` collects every training session's messages; with ``save_models``, ``models/<fold>/``
+holds the fold's best-epoch model (``fused_train/saved.py``; ``fused_train.load_model`` reads it). A fold's Parquet
+file is written last and atomically, so its presence means the fold is finished and a rerun skips it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from fused_train.metrics import entity_table, summarise
 from fused_train.models.naive import NAIVE, naive_predictions
 from fused_train.models.registry import make_options, model_class, options_json
 from fused_train.models.slots import SlotModel
+from fused_train.saved import save_model, store_records
 from fused_train.splits import TEST, Fold, make_folds, select
 from fused_train.stats import compare
 
@@ -72,10 +75,15 @@ class RunSpec:
         out["omics"], out["seeds"] = list(self.omics), list(self.seeds)
         return out
 
-    def trainer(self, inputs: Inputs, execution: Execution | None = None) -> Trainer:
-        """The engine that trains this run's model on ``inputs``."""
+    def trainer(self, inputs: Inputs, execution: Execution | None = None, keep_state: bool = False) -> Trainer:
+        """The engine that trains this run's model on ``inputs`` (``keep_state``: so that models can be saved)."""
         options = make_options(self.model, self.options)
-        return Trainer(inputs, model_class(self.model), options, self.train, execution or Execution())
+        return Trainer(inputs, model_class(self.model), options, self.train, execution or Execution(), keep_state)
+
+    @property
+    def saves_models_by_default(self) -> bool:
+        """Saving costs one small model per fold: by default for every split but LODO (one per drug)."""
+        return self.split != "lodo"
 
 
 def folds_of(spec: RunSpec, inputs: Inputs) -> list[Fold]:
@@ -111,15 +119,18 @@ def finished(run_dir: Path) -> set[str]:
 
 def train(
     spec: RunSpec, run_dir: Path, fold: str = "all", cache_dir: str | Path | None = None,
-    execution: Execution | None = None, quiet: bool = False,
+    execution: Execution | None = None, quiet: bool = False, save_models: bool | None = None,
 ) -> list[str]:  # fmt: skip
     """Train the selected folds that are not finished; returns the names of the folds trained now.
+
+    ``save_models`` (None: ``spec.saves_models_by_default``) writes each fold's model to ``models/<fold>/``.
 
     With ``execution.scheduler`` the folds are split into groups of ``2 * slots`` folds, one task each, trained by
     workers that read the stores from the same cache directory and write into the same run directory; a lost
     worker's group is retried, and skips the folds it had finished.
     """
     execution = execution or Execution()
+    save = spec.saves_models_by_default if save_models is None else save_models
     precision = resolve_precision(spec.train.precision, execution.device)
     spec = replace(spec, train=replace(spec.train, precision=precision))  # the run records what it really used
     inputs = load_run_inputs(spec, cache_dir)
@@ -127,26 +138,26 @@ def train(
     prepare(spec, run_dir)
     with log_to(run_dir / "run.log"):
         log.info("%s: %d folds selected (--fold %s); inputs %s", spec.name, len(chosen), fold, inputs.describe())
-        trained = _train_chosen(spec, run_dir, inputs, chosen, cache_dir, execution, quiet)
+        trained = _train_chosen(spec, run_dir, inputs, chosen, cache_dir, execution, quiet, save)
         log.info("%s: trained %d folds now, %d finished in all", spec.name, len(trained), len(finished(run_dir)))
     return trained
 
 
 def _train_chosen(
     spec: RunSpec, run_dir: Path, inputs: Inputs, chosen: list[Fold], cache_dir: str | Path | None,
-    execution: Execution, quiet: bool,
+    execution: Execution, quiet: bool, save: bool,
 ) -> list[str]:  # fmt: skip
     todo = [f.name for f in chosen if f.name not in finished(run_dir)]
     if not todo:
         return []
     _remove_leftovers(run_dir, todo)  # of an earlier, killed run
     if execution.scheduler is None:
-        _train_folds(spec, inputs, todo, run_dir, execution, quiet)
+        _train_folds(spec, inputs, todo, run_dir, execution, quiet, save)
         return todo
     with connect(execution.scheduler, execution.workers) as client:
         size = 2 * execution.slots
         groups = [todo[i : i + size] for i in range(0, len(todo), size)]
-        tasks = [(spec, names, run_dir, cache_dir, execution) for names in groups]
+        tasks = [(spec, names, run_dir, cache_dir, execution, save) for names in groups]
         run_tasks(
             _train_group, tasks, client, desc=spec.name, quiet=quiet, sizes=[len(g) for g in groups], unit="folds"
         )
@@ -159,20 +170,24 @@ def _remove_leftovers(run_dir: Path, names: list[str]) -> None:
     for name in names:
         for leftover in (*run_dir.glob(f"folds/.{name}.*.tmp"), *run_dir.glob(f"curves/.{name}.csv.*.tmp")):
             leftover.unlink(missing_ok=True)
+        for leftover in run_dir.glob(f"models/.{name}.*.tmp"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _train_group(spec: RunSpec, names: list[str], run_dir: Path, cache_dir: Any, execution: Execution) -> None:
+def _train_group(
+    spec: RunSpec, names: list[str], run_dir: Path, cache_dir: Any, execution: Execution, save: bool
+) -> None:
     """One task on a worker: train the group's unfinished folds (a retried task skips what its first try finished)."""
     from dask.distributed import get_worker
 
     torch.set_num_threads(get_worker().state.nthreads)  # not every core: the other workers share them
     inputs = load_run_inputs(spec, cache_dir)
     todo = [n for n in names if n not in finished(run_dir)]
-    _train_folds(spec, inputs, todo, run_dir, execution, quiet=True)
+    _train_folds(spec, inputs, todo, run_dir, execution, True, save)
 
 
 def _train_folds(
-    spec: RunSpec, inputs: Inputs, names: list[str], run_dir: Path, execution: Execution, quiet: bool
+    spec: RunSpec, inputs: Inputs, names: list[str], run_dir: Path, execution: Execution, quiet: bool, save: bool
 ) -> None:
     wanted = set(names)
     folds = [f for f in folds_of(spec, inputs) if f.name in wanted]
@@ -181,7 +196,10 @@ def _train_folds(
         for f in folds:
             _write_fold(run_dir, inputs, f, {}, naive_predictions(count, target, f.roles), None)
         return
-    for result in spec.trainer(inputs, execution).run(folds, quiet=quiet):
+    stores = store_records(inputs, spec.drug_encoder) if save else {}
+    for result in spec.trainer(inputs, execution, keep_state=save).run(folds, quiet=quiet):
+        if save:  # before the fold's Parquet file, which marks it finished
+            save_model(run_dir / "models" / result.fold.name, result, spec, inputs, stores)
         _write_fold(run_dir, inputs, result.fold, _model_grid(result, count.shape, spec.model),
                     naive_predictions(count, target, result.fold.roles), result)  # fmt: skip
 

@@ -8,6 +8,8 @@ entities never influence training, scaling or selection.
 - ``drug-known``: random grid cells, 5% test stratified by the cell line's TCGA type, validation from the rest.
 - ``lodo``: one fold per drug (= PubChem CID); validation drugs are drawn from the other drugs.
 - ``cell-out``: k folds of cell lines (stratified by TCGA type); validation cell lines from the training ones.
+- ``fit`` (``fused-train fit``, not a benchmark split): every measured grid cell is TRAIN except a validation share
+  for early stopping, drawn like drug-known's; no test.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def make_folds(
         return [_lodo(measured, drug_ids, d, seed, val_fraction) for d in range(len(drug_ids))]
     if split == "cell-out":
         return _cell_out(measured, cell_groups, seed, val_fraction, n_cell_folds)
+    if split == "fit":
+        return [_fit(measured, cell_groups, seed, val_fraction)]
     raise FoldSelectionError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
 
 
@@ -95,6 +99,14 @@ def _drug_known(measured: np.ndarray, cell_groups: np.ndarray, seed: int, val: f
     roles.flat[val_cells] = VAL
     roles.flat[test_cells] = TEST
     return Fold(f"drug-known-seed{seed}", "drug-known", seed, roles)
+
+
+def _fit(measured: np.ndarray, cell_groups: np.ndarray, seed: int, val: float) -> Fold:
+    flat = np.flatnonzero(measured)
+    val_cells = _stratified_pick(flat, cell_groups[flat % measured.shape[1]], val, _rng("fit", seed))
+    roles = measured.astype(np.int8) * TRAIN
+    roles.flat[val_cells] = VAL
+    return Fold(f"fit-seed{seed}", "fit", seed, roles)
 
 
 def _lodo(measured: np.ndarray, drug_ids: np.ndarray, held_out: int, seed: int, val: float) -> Fold:

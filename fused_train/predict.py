@@ -1,0 +1,291 @@
+"""Predict ln IC50 with saved models: new drugs embedded through fused-cache, new cell lines from omics tables.
+
+``load_model(DIR)`` reads ``fused-train fit``'s output (``members/<seed>/``, an ensemble) or one saved fold model
+(a run's ``models/<fold>/``). Every input is checked against what the model was trained on:
+
+- drugs (``drug_id``, ``smiles``) are validated and embedded by the model's drug encoder through the cache
+  (``fused_cache.build.build_store``: rows of any store with the same fingerprint, id and SMILES are reused, only
+  unseen drugs are embedded); an encoder whose fingerprint differs from the model's is refused;
+- cell lines default to the model's own, read from the stores it was trained on (checked by version); new ones come
+  as omics tables that must cover the model's gene list per token. Missing genes are an error that lists them: no
+  imputation happens, because a zero or a mean is not a measurement. Extra columns are ignored (and counted).
+
+The embedding code is imported inside ``predict``, so ``import fused_train`` never loads an encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fused_cache.stores import Store
+from fused_train.data import _dense, _graphs
+from fused_train.saved import FORMAT, Member, ModelDirError
+
+TableLike = pd.DataFrame | str | Path
+OUT_FORMATS = (".csv", ".parquet")
+
+
+class PredictError(ValueError):
+    """Input that the model cannot predict: invalid SMILES, cells lacking genes or modalities, a foreign encoder."""
+
+
+def load_model(folder: str | Path, device: str = "cpu") -> TrainedModel:
+    """The saved model (ensemble or single fold model) in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelDirError(f"no model directory at {folder}")
+    if not (folder / "model.json").is_file():
+        raise ModelDirError(f"{folder} is not a saved model: no model.json (expected the output of fused-train fit, "
+                            "or a run's models/<fold>/)")  # fmt: skip
+    info = json.loads((folder / "model.json").read_text())
+    dev = torch.device(device)
+    if info.get("kind") == "ensemble":
+        if info.get("format") != FORMAT:
+            raise ModelDirError(f"{folder / 'model.json'}: format {info.get('format')!r}, expected {FORMAT}")
+        members = [Member(folder / m["dir"], dev) for m in info["members"]]
+    else:
+        members = [Member(folder, dev)]
+    return TrainedModel(folder, info, members, dev)
+
+
+class TrainedModel:
+    """Saved models of one configuration (all trained on the same stores); predictions are their mean and sd."""
+
+    def __init__(self, folder: Path, info: dict[str, Any], members: list[Member], device: torch.device) -> None:
+        self.folder, self.info, self.members, self.device = folder, info, members, device
+        first = members[0].info
+        self.stores: dict[str, Any] = first["stores"]
+        self.model = first["model"]
+        self.report: dict[str, Any] = {}
+        """What the last ``predict`` did: drugs embedded and reused, extra omics columns ignored."""
+
+    def __repr__(self) -> str:
+        return f"TrainedModel({self.model}, {len(self.members)} members, {self.folder})"
+
+    def predict(
+        self, drugs: TableLike | None = None, cells: Mapping[str, TableLike] | str | Path | None = None,
+        cache_dir: str | Path | None = None, quiet: bool = True,
+    ) -> pd.DataFrame:  # fmt: skip
+        """ln IC50 of every (drug, cell line): ``drug_id, cell_id, pred_ln_ic50, pred_sd, n_members,
+        rank_within_drug`` (1 = most sensitive, the lowest predicted ln IC50).
+
+        ``drugs``: a table or file with ``drug_id`` and ``smiles`` (default: the model's training drugs);
+        ``cells``: {modality: omics table or file}, or a directory of ``omics_<modality>.csv`` files (default: the
+        model's training cell lines); ``cache_dir``: where drugs are embedded (default: the cache the model's drug
+        store is in).
+        """
+        self.report = {}
+        drug_ids, drug = self._drugs(drugs, cache_dir, quiet)
+        cell_ids, cell_x = self._cells(cells)
+        preds = np.stack([self._predict_member(m, drug, cell_x, len(drug_ids)) for m in self.members])  # (M, A, C)
+        mean = preds.mean(axis=0)
+        sd = preds.std(axis=0, ddof=1) if len(preds) > 1 else np.full_like(mean, np.nan)
+        frame = pd.DataFrame({
+            "drug_id": np.repeat(drug_ids, len(cell_ids)),
+            "cell_id": np.tile(cell_ids, len(drug_ids)),
+            "pred_ln_ic50": mean.ravel(),
+            "pred_sd": sd.ravel(),
+            "n_members": len(preds),
+        })  # fmt: skip
+        frame["rank_within_drug"] = frame.groupby("drug_id")["pred_ln_ic50"].rank(method="first").astype(int)
+        return frame
+
+    # drugs
+
+    def _drugs(self, drugs: TableLike | None, cache_dir: str | Path | None, quiet: bool) -> tuple[np.ndarray, Any]:
+        record = self.stores["drug"]
+        if drugs is None:
+            ids = np.array(self.members[0].info["drug_ids"], dtype=str)
+            with _recorded_store(record) as store:
+                return ids, self._drug_input(store, ids)
+        table = _drug_table(drugs)
+        from fused_cache.build import build_store  # the encoders load only here
+        from fused_cache.embed import Items
+        from fused_cache.encoders.base import EncoderError
+        from fused_cache.encoders.registry import get_encoder
+        from fused_cache.manifest import digest
+
+        encoder = get_encoder(record["encoder"])
+        fingerprint = encoder.fingerprint()
+        if digest(fingerprint) != record["fingerprint_hash"]:
+            changed = sorted(k for k in {**fingerprint, **record["fingerprint"]}
+                             if fingerprint.get(k) != record["fingerprint"].get(k))  # fmt: skip
+            raise PredictError(
+                f"the {record['encoder']!r} encoder here has fingerprint {digest(fingerprint)[:16]}, but the model "
+                f"was trained on fingerprint {record['fingerprint_hash'][:16]} (differs in {', '.join(changed)}); "
+                "its embeddings would not be the ones the model learned from. Use the encoder version it was "
+                "trained with, or refit the model."
+            )
+        root = Path(cache_dir) if cache_dir is not None else Path(record["path"]).parents[2]
+        name = f"predict-{Path(drugs).stem}" if isinstance(drugs, (str, Path)) else "predict"
+        try:
+            report = build_store(Items(name, drugs=table), encoder, root, quiet=quiet)
+        except EncoderError as err:
+            raise PredictError(f"drugs: {err}") from err
+        self.report.update(embedded=report.embedded, reused=report.reused, drug_store=str(report.store.path))
+        ids = table["drug_id"].to_numpy(str)
+        with report.store as store:
+            return ids, self._drug_input(store, ids)
+
+    def _drug_input(self, store: Store, ids: np.ndarray) -> Any:
+        if self.members[0].info["shapes"]["drug_kind"] == "graph":
+            return self.members[0].net.drug_tensor(_graphs(store, ids), self.device)
+        return torch.from_numpy(_dense(store, ids)).to(self.device)
+
+    # cells
+
+    def _cells(self, cells: Mapping[str, TableLike] | str | Path | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        records = self.stores["cells"]
+        if cells is None:
+            ids = np.array(self.members[0].info["cell_ids"], dtype=str)
+            features = {}
+            for name, record in records.items():
+                with _recorded_store(record) as store:
+                    features[name] = _dense(store, ids)
+            return ids, features
+        tables = _omics_tables(cells)
+        lacking = [name for name in records if name not in tables]
+        if lacking:
+            raise PredictError(f"the new cell lines lack modality {lacking[0]!r} (the model uses "
+                               f"{', '.join(records)}; give omics_{lacking[0]}.csv)")  # fmt: skip
+        ids = tables[next(iter(records))].index.to_numpy(str)
+        features, extra = {}, {}
+        for name, record in records.items():
+            features[name], extra[name] = _features(name, record, tables[name], ids)
+        self.report["extra_columns_ignored"] = extra
+        return ids, features
+
+    # the networks
+
+    @torch.no_grad()
+    def _predict_member(self, member: Member, drug: Any, cells: dict[str, np.ndarray], n_drugs: int) -> np.ndarray:
+        """(drugs, cells) ln IC50 of one member, in chunks of cell lines (the hidden grid grows with both)."""
+        scalers = member.scalers
+        if "drug" in scalers:  # a dense embedding, scaled as in training; other inputs (graphs) go in as they are
+            drug = ((drug - scalers["drug"][0]) / scalers["drug"][1])[None]
+        step = max(1, 2**14 // n_drugs)
+        n_cells = len(next(iter(cells.values())))
+        parts = []
+        for k in range(0, n_cells, step):
+            tile = {n: torch.from_numpy(x[k : k + step]).to(self.device) for n, x in cells.items()}
+            parts.append(member.net(drug, None, {n: ((x - scalers[n][0]) / scalers[n][1])[None]
+                                                 for n, x in tile.items()}).float())  # fmt: skip
+        mu, sd = scalers["y"]
+        return (torch.cat(parts, dim=2)[0] * sd + mu).cpu().numpy()
+
+
+def _recorded_store(record: dict[str, Any]) -> Store:
+    """A store the model was trained on, refused if it is gone or is not the version recorded."""
+    path = Path(record["path"])
+    if not path.exists():
+        raise ModelDirError(f"the model's {record['encoder']!r} store {path} is gone; rebuild it (fused-cache build "
+                            f"--encoder {record['encoder']}, same dataset) or pass the inputs explicitly")  # fmt: skip
+    store = Store(path)
+    if store.version != record["version"] or store.manifest["fingerprint_hash"] != record["fingerprint_hash"]:
+        store.close()
+        raise ModelDirError(f"{path} is version {store.version}, but the model was trained on {record['version']}")
+    return store
+
+
+def _read_table(source: TableLike, what: str) -> pd.DataFrame:
+    if isinstance(source, pd.DataFrame):
+        return source
+    path = Path(source)
+    if not path.is_file():
+        raise PredictError(f"{what}: no file {path}")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".tab") else ",")
+
+
+def _drug_table(source: TableLike) -> pd.DataFrame:
+    """``drug_id`` and ``smiles`` (any case), ids unique, SMILES non-empty; RDKit checks the SMILES when embedding."""
+    table = _read_table(source, "drugs")
+    columns = {str(c).lower(): c for c in table.columns}
+    lacking = [c for c in ("drug_id", "smiles") if c not in columns]
+    if lacking:
+        raise PredictError(f"drugs: no {lacking[0]!r} column (columns: {', '.join(map(str, table.columns))})")
+    out = pd.DataFrame({"drug_id": table[columns["drug_id"]].astype(str).str.strip(),
+                        "smiles": table[columns["smiles"]].fillna("").astype(str).str.strip()})  # fmt: skip
+    if out.empty:
+        raise PredictError("drugs: the table is empty")
+    for column in ("drug_id", "smiles"):
+        empty = out[column].isin(["", "nan"])
+        if empty.any():
+            raise PredictError(f"drugs: row {int(np.flatnonzero(empty)[0])} has an empty {column}")
+    duplicated = out["drug_id"].duplicated()
+    if duplicated.any():
+        raise PredictError(f"drugs: drug_id {out['drug_id'][duplicated].iloc[0]!r} appears twice")
+    return out
+
+
+def _omics_tables(cells: Mapping[str, TableLike] | str | Path) -> dict[str, pd.DataFrame]:
+    """{modality: table indexed by cell_id} from a mapping, a directory of omics_<modality>.* files, or a
+    comma-separated list of such files."""
+    if isinstance(cells, Mapping):
+        sources = dict(cells)
+    else:
+        text = str(cells)
+        folder = Path(text)
+        paths = sorted(folder.glob("omics_*.*")) if folder.is_dir() else [Path(p) for p in text.split(",")]
+        if not paths:
+            raise PredictError(f"cells: {text} holds no omics_<modality>.csv files")
+        sources = {p.name.split(".")[0].removeprefix("omics_"): p for p in paths}
+    tables = {}
+    for modality, source in sources.items():
+        table = _read_table(source, f"cells ({modality})")
+        first = table.columns[0]
+        table = table.set_index(first) if not isinstance(source, pd.DataFrame) or first == "cell_id" else table
+        table.index = table.index.astype(str)
+        if table.index.duplicated().any():
+            raise PredictError(f"cells ({modality}): cell {table.index[table.index.duplicated()][0]!r} appears twice")
+        tables[modality] = table
+    ids = set(next(iter(tables.values())).index)
+    for modality, table in tables.items():
+        other = ids.symmetric_difference(table.index)
+        if other:
+            raise PredictError(f"cells: cell {sorted(other)[0]!r} is not in every omics table (e.g. not in "
+                               f"{modality!r}); every new cell line needs every modality the model uses")  # fmt: skip
+    return tables
+
+
+def _features(name: str, record: dict[str, Any], table: pd.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """The token's matrix in the model's gene order; returns it and the number of extra columns ignored."""
+    genes = record["fingerprint"].get("settings", {}).get("genes")
+    if genes is None:
+        raise PredictError(f"cell token {name!r} is an encoder embedding, not an omics table: new cell lines for it "
+                           "must be embedded first (fused-cache embed), which predict does not do yet")  # fmt: skip
+    columns = set(map(str, table.columns))
+    missing = [g for g in genes if g not in columns]
+    if missing:
+        shown = ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else "")
+        raise PredictError(f"cells ({name}): {len(missing)} of the model's {len(genes)} genes are missing: {shown}. "
+                           "Missing values are not imputed; give every gene")  # fmt: skip
+    table = table.rename(columns=str)
+    values = table.loc[ids, genes].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise PredictError(f"cells ({name}): cell {ids[r]!r} has no finite value for gene {genes[c]!r}")
+    return values, len(columns) - len(genes)
+
+
+def write_predictions(frame: pd.DataFrame, out: Path) -> None:
+    """Write to a temporary file, then rename: an interrupted write leaves nothing under ``out``."""
+    if out.suffix not in OUT_FORMATS:
+        raise PredictError(f"--out must end in {' or '.join(OUT_FORMATS)}, not {out.name!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False) if out.suffix == ".parquet" else frame.to_csv(tmp, index=False)
+        tmp.rename(out)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,163 @@
+"""Saved models: a fold model reproduces its run, fit -> predict round-trips through a fresh process, and every bad
+input is refused with the item named and no output left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from helpers import tiny_spec
+
+from fused_cache import datasets, open_store
+from fused_train import load_model
+from fused_train.cli import cli
+from fused_train.fit import fit
+from fused_train.runs import predictions, train
+from fused_train.saved import ModelDirError
+
+NEW = pd.DataFrame({"drug_id": ["aspirin", "caffeine"],
+                    "smiles": ["CC(=O)Oc1ccccc1C(=O)O", "Cn1cnc2c1c(=O)n(C)c(=O)n2C"]})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fitted(trained_on: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-member FUSED ensemble fitted on all pairs of the small dataset (2 epochs)."""
+    dataset, cache = trained_on
+    out = tmp_path_factory.mktemp("fit") / "model"
+    return fit(tiny_spec(dataset, epochs=2, seeds=(0, 1)), out, cache_dir=cache, quiet=True, command="test")
+
+
+def test_a_saved_fold_model_reproduces_its_runs_test_predictions(trained_on: tuple[str, Path], tmp_path: Path) -> None:
+    """Tolerance: 1e-4 absolute on ln IC50 (fp32; the engine evaluates other drug/cell tiles, so sums round apart)."""
+    dataset, cache = trained_on
+    run = tmp_path / "run"
+    train(tiny_spec(dataset, split="drug-known"), run, cache_dir=cache, quiet=True)  # saves by default
+    assert not list((run / "models").glob(".*"))  # no temporary leftovers
+    model = load_model(run / "models" / "drug-known-seed0")
+    ours = model.predict().set_index(["drug_id", "cell_id"])["pred_ln_ic50"]
+    written = predictions(run).groupby(["drug_id", "cell_id"])["pred_fused"].first()
+    assert len(written) >= 20
+    np.testing.assert_allclose(ours.loc[written.index].to_numpy(), written.to_numpy(), atol=1e-4, rtol=0)
+    info = json.loads((run / "models" / "drug-known-seed0" / "model.json").read_text())
+    assert info["stores"]["drug"]["version"] == open_store("morgan", dataset="small", cache_dir=cache).version
+    assert len(info["stores"]["cells"]["methylation"]["fingerprint"]["settings"]["genes"]) == 808
+
+    lodo = tmp_path / "lodo"
+    train(tiny_spec(dataset, epochs=1), lodo, fold="0", cache_dir=cache, quiet=True)
+    assert not (lodo / "models").exists()  # LODO saves only on request
+
+
+def test_fit_then_predict_a_training_drug_in_a_fresh_process(
+    fitted: Path, trained_on: tuple[str, Path], tmp_path: Path
+) -> None:
+    dataset, cache = trained_on
+    info = json.loads((fitted / "model.json").read_text())
+    assert [m["seed"] for m in info["members"]] == [0, 1] and "validation" in info["members"][0]
+    assert "RMSE" in (fitted / "card.md").read_text()
+    drug = datasets.load(dataset).drugs.head(1)[["drug_id", "smiles"]]
+    drug.to_csv(tmp_path / "known.csv", index=False)
+    model = load_model(fitted)
+    here = model.predict(drugs=tmp_path / "known.csv")
+    assert model.report["embedded"] == 0 and model.report["reused"] == 1  # the training store's row
+    out = tmp_path / "p.parquet"
+    args = ["predict", "--model", str(fitted), "--drugs", str(tmp_path / "known.csv"), "--out", str(out), "--quiet"]
+    code = f"import sys; from fused_train.cli import main; sys.argv = ['fused-train', *{args!r}]; main()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    there = pd.read_parquet(out)
+    assert list(there.columns) == ["drug_id", "cell_id", "pred_ln_ic50", "pred_sd", "n_members", "rank_within_drug"]
+    assert len(there) == 40 and (there["n_members"] == 2).all() and there["pred_sd"].gt(0).all()
+    np.testing.assert_allclose(there["pred_ln_ic50"], here["pred_ln_ic50"], atol=1e-6)
+    # the same drug by the default (training drugs, read from the store) gives the same numbers
+    default = model.predict().query("drug_id == @drug.drug_id.iloc[0]")
+    np.testing.assert_allclose(default["pred_ln_ic50"], here["pred_ln_ic50"], atol=1e-6)
+    best = there.sort_values("rank_within_drug").iloc[0]
+    assert best["pred_ln_ic50"] == there["pred_ln_ic50"].min()
+
+
+def test_two_new_smiles_embed_exactly_two_items(fitted: Path, tmp_path: Path) -> None:
+    NEW.to_csv(tmp_path / "new.csv", index=False)
+    model = load_model(fitted)
+    frame = model.predict(drugs=tmp_path / "new.csv")
+    assert model.report["embedded"] == 2 and model.report["reused"] == 0
+    assert sorted(frame["drug_id"].unique()) == ["aspirin", "caffeine"]
+    model.predict(drugs=tmp_path / "new.csv")
+    assert model.report.get("embedded", 0) == 0  # the second time, nothing is embedded
+
+
+def test_a_drug_encoder_with_another_fingerprint_is_refused(fitted: Path, tmp_path: Path) -> None:
+    member = fitted / "members" / "seed0" / "model.json"
+    info = json.loads(member.read_text())
+    info["stores"]["drug"]["fingerprint"]["settings"] = {"radius": 3}
+    info["stores"]["drug"]["fingerprint_hash"] = "0" * 64
+    copy = tmp_path / "model"
+    (copy / "members" / "seed0").mkdir(parents=True)
+    for f in (fitted / "members" / "seed0").iterdir():
+        (copy / "members" / "seed0" / f.name).write_bytes(f.read_bytes())
+    (copy / "members" / "seed0" / "model.json").write_text(json.dumps(info))
+    ensemble = json.loads((fitted / "model.json").read_text())
+    ensemble["members"] = ensemble["members"][:1]
+    (copy / "model.json").write_text(json.dumps(ensemble))
+    NEW.to_csv(tmp_path / "new.csv", index=False)
+    result = invoke(["--model", str(copy), "--drugs", str(tmp_path / "new.csv"), "--out", str(tmp_path / "p.csv")])
+    assert "fingerprint" in result and "0000000000000000" in result and "differs in settings" in result
+    assert not (tmp_path / "p.csv").exists()
+
+
+def invoke(args: list[str]) -> str:
+    """The error of a refused ``fused-train predict``."""
+    result = CliRunner().invoke(cli, ["predict", "--quiet", *args], standalone_mode=False)
+    assert result.exception is not None, result.output
+    return str(result.exception)
+
+
+def test_bad_inputs_name_the_item_and_leave_no_output(
+    fitted: Path, trained_on: tuple[str, Path], tmp_path: Path
+) -> None:
+    dataset, _ = trained_on
+    out = tmp_path / "p.csv"
+    NEW.to_csv(tmp_path / "new.csv", index=False)
+    drugs = ["--drugs", str(tmp_path / "new.csv"), "--out", str(out)]
+    assert "no model directory at" in invoke(["--model", str(tmp_path / "nowhere"), *drugs])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in (fitted / "members" / "seed0").iterdir():
+        if f.name != "scalers.safetensors":
+            (broken / f.name).write_bytes(f.read_bytes())
+    assert "scalers.safetensors missing" in invoke(["--model", str(broken), *drugs])
+    assert "no file" in invoke(["--model", str(fitted), "--drugs", str(tmp_path / "none.csv"), "--out", str(out)])
+
+    pd.DataFrame({"drug_id": ["ok", "bad"], "smiles": ["CCO", "C1CC(("]}).to_csv(tmp_path / "bad.csv", index=False)
+    assert "'bad'" in invoke(["--model", str(fitted), "--drugs", str(tmp_path / "bad.csv"), "--out", str(out)])
+
+    ds = datasets.load(dataset)
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    expression = ds.omics["expression"].head(3)
+    expression.reset_index().to_csv(cells / "omics_expression.csv", index=False)
+    message = invoke(["--model", str(fitted), *drugs, "--cells", str(cells)])
+    assert "lack modality 'methylation'" in message
+    methylation = ds.omics["methylation"].loc[expression.index]
+    methylation.iloc[1:].reset_index().to_csv(cells / "omics_methylation.csv", index=False)
+    assert f"cell {expression.index[0]!r} is not in every omics table" in invoke(["--model", str(fitted), *drugs,
+                                                                                 "--cells", str(cells)])  # fmt: skip
+    methylation.drop(columns=methylation.columns[:2]).reset_index().to_csv(cells / "omics_methylation.csv", index=False)
+    message = invoke(["--model", str(fitted), *drugs, "--cells", str(cells)])
+    assert "2 of the model's 808 genes are missing" in message and str(methylation.columns[0]) in message
+    assert not out.exists() and not list(tmp_path.glob(".p.csv*"))
+
+    methylation.reset_index().to_csv(cells / "omics_methylation.csv", index=False)  # all genes: accepted
+    result = CliRunner().invoke(cli, ["predict", "--model", str(fitted), *drugs, "--cells", str(cells), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out).shape == (2 * 3, 6)
+
+
+def test_load_model_names_a_directory_that_is_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelDirError, match="not a saved model"):
+        load_model(tmp_path)
