@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,18 @@ def _spec(kw: dict[str, Any], lr: float, options: dict[str, Any]) -> Any:
                    train=train_config, options=options)  # fmt: skip
 
 
+def _command_line(ctx: click.Context) -> str:
+    """The command with every option spelled out (defaults too), so that a model card says exactly what ran."""
+    words = ["fused-train", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or value is False or not isinstance(param, click.Option):
+            continue
+        flag = param.opts[0]
+        words += [flag] if value is True and param.is_flag else [flag, _show(value)]
+    return shlex.join(words)
+
+
 def make_cli() -> click.Group:
     """The ``fused-train`` command group, with the model options of every model registered now."""
     run_options, option_names = _model_options(multiple=False)
@@ -247,15 +260,12 @@ def make_cli() -> click.Group:
                   help="Model directory to create (members/<seed>/, model.json, card.md).")  # fmt: skip
     def fit(lr: float, out: Path, **kw: Any) -> None:
         """Train on all labelled pairs (10% validation for early stopping; one member per seed) and save the model."""
-        import shlex
-        import sys
-
         from fused_train.fit import fit as fit_model
 
+        command = _command_line(click.get_current_context())
         given = {name: kw.pop(name) for name in option_names}
         spec = _spec({**kw, "split": "fit"}, lr, {k: v for k, v in given.items() if v is not None})
         execution = Execution(slots=kw["slots"], device=_device(kw["device"]))
-        command = shlex.join(["fused-train", *sys.argv[1:]])
         fit_model(spec, out, kw["cache_dir"], execution, kw["quiet"], command)
         click.echo((out / "card.md").read_text())
         click.echo(f"saved {out}")

@@ -161,3 +161,18 @@ def test_bad_inputs_name_the_item_and_leave_no_output(
 def test_load_model_names_a_directory_that_is_not_a_model(tmp_path: Path) -> None:
     with pytest.raises(ModelDirError, match="not a saved model"):
         load_model(tmp_path)
+
+
+def test_fit_on_the_command_line_records_its_command_and_refuses_to_overwrite(
+    trained_on: tuple[str, Path], tmp_path: Path
+) -> None:
+    dataset, cache = trained_on
+    args = ["fit", "--drug-encoder", "morgan", "--omics", "methylation", "--dataset", dataset, "--cache-dir",
+            str(cache), "--epochs", "1", "--width", "16", "--heads", "2", "--proj", "8", "--hidden", "16,8",
+            "--precision", "fp32", "--quiet", "--out", str(tmp_path / "m")]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert "saved" in result.output and (tmp_path / "m" / "members" / "seed0" / "model.safetensors").is_file()
+    assert "fused-train fit --model fused --drug-encoder morgan" in (tmp_path / "m" / "card.md").read_text()
+    assert not list(tmp_path.glob(".m.*"))
+    again = CliRunner().invoke(cli, args, standalone_mode=False)
+    assert "exists and is not empty" in str(again.exception)
