@@ -10,13 +10,25 @@ from typing import Any
 
 import click
 import numpy as np
+import pandas as pd
 
 from fused_cache import datasets
-from fused_cache.console import run_cli
+from fused_cache.console import DATA_ERROR, fail, run_cli
 from fused_cache.datasets import DatasetError
 from fused_cache.encoders.base import EncoderError
 from fused_cache.encoders.registry import DEFAULT_ENCODERS, ENCODERS, encoder_class
-from fused_cache.stores import CorruptStore, Store, StoreNotFound, cache_root, gc, iter_refs, iter_stores, open_store
+from fused_cache.stores import (
+    CacheNotWritable,
+    CorruptStore,
+    StaleStore,
+    Store,
+    StoreNotFound,
+    cache_root,
+    gc,
+    iter_refs,
+    iter_stores,
+    open_store,
+)
 
 _cache_dir = click.option(
     "--cache-dir",
@@ -66,6 +78,11 @@ def build(
     from fused_cache.build import build_store
 
     chosen = list(DEFAULT_ENCODERS) if "all" in names else list(names)
+    unknown = [n for n in chosen if n not in ENCODERS]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown encoder {unknown[0]!r}; known: {', '.join(ENCODERS)}", param_hint="--encoder"
+        )
     ds = datasets.load(dataset)
     given = {"checkpoint": checkpoint, "device": device if device != "auto" else None,
              "trust_checkpoint": trust_checkpoint or None}  # fmt: skip
@@ -80,6 +97,8 @@ def build(
         click.echo(str(report))
         if report.skipped:
             click.echo(f"  skipped (recorded in the manifest): {report.skipped}")
+        for problem in report.damaged:
+            click.echo(f"  damaged, not used (rebuilt or embedded again): {problem}", err=True)
 
 
 @cli.command(name="list")
@@ -88,8 +107,8 @@ def list_(cache_dir: Path | None) -> None:
     """Every store under the cache root, and which dataset builds point at it."""
     root = cache_root(cache_dir)
     refs: dict[Path, list[str]] = {}
-    for dataset, _, _, path in iter_refs(root):
-        refs.setdefault(path.resolve(), []).append(dataset)
+    for ref in iter_refs(root):
+        refs.setdefault(ref.store.resolve(), []).append(ref.source or ref.dataset)
     for path in iter_stores(root):
         with Store(path) as store:
             m = store.manifest
@@ -113,8 +132,11 @@ def info(encoder: str, dataset: str, cache_dir: Path | None) -> None:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @_cache_dir
 def verify(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
-    """Recompute checksums of the given stores (default: all) and name every corrupt one."""
-    targets = list(paths) or list(iter_stores(cache_root(cache_dir)))
+    """Recompute checksums of the given stores (default: all) and name every corrupt one; verifying nothing fails."""
+    root = cache_root(cache_dir)
+    targets = list(paths) or list(iter_stores(root))
+    if not targets:
+        fail(f"no stores to verify under {root}" + ("" if root.is_dir() else " (no such directory)"))
     problems = []
     for path in targets:
         try:
@@ -126,7 +148,7 @@ def verify(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
         click.echo(f"CORRUPT {problem}", err=True)
     click.echo(f"verified {len(targets)} store(s): {len(problems)} problem(s)")
     if problems:
-        sys.exit(1)
+        sys.exit(DATA_ERROR)
 
 
 @cli.command()
@@ -135,9 +157,18 @@ def verify(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
 @_dataset
 @_cache_dir
 def export(encoder: str, out: Path, dataset: str, cache_dir: Path | None) -> None:
-    """Export a store's embeddings to Parquet (pandas), .npy (+ .ids.txt) or AnnData .h5ad (in obsm)."""
+    """Export a store's embeddings to Parquet (pandas), .npy (+ .ids.txt) or AnnData .h5ad (in obsm), once they
+    verify."""
+    if out.suffix not in (".parquet", ".npy", ".h5ad"):
+        raise click.UsageError("--to must end in .parquet, .npy or .h5ad")
     with open_store(encoder, dataset=dataset, cache_dir=cache_dir) as store:
-        frame = store.to_pandas()
+        if not store.dense:
+            raise click.UsageError(
+                f"{encoder!r} stores ragged arrays ({', '.join(store.manifest['arrays'])}), not one embedding per "
+                "item: read them with fused_cache.open_store(...).ragged(name), or export a dense encoder"
+            )
+        arrays = store.load()
+        frame = pd.DataFrame(arrays["embeddings"], index=pd.Index(arrays["ids"], name=f"{store.manifest['entity']}_id"))
         manifest = store.manifest
     if out.suffix == ".parquet":
         frame.columns = [f"{encoder}_{i}" for i in frame.columns]
@@ -152,8 +183,6 @@ def export(encoder: str, out: Path, dataset: str, cache_dir: Path | None) -> Non
         adata.obsm[f"X_{encoder}"] = frame.to_numpy()
         adata.uns["fused_manifest"] = json.dumps(manifest)
         adata.write_h5ad(out)
-    else:
-        raise click.UsageError("--to must end in .parquet, .npy or .h5ad")
     click.echo(f"wrote {len(frame)} x {frame.shape[1]} to {out}")
 
 
@@ -174,28 +203,41 @@ def gc_(cache_dir: Path | None, dry_run: bool) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("cache_manifests"), show_default=True)
 @click.option("--check", is_flag=True, help="Compare local stores with the summaries in --out instead of writing.")
 def summary(dataset: str, cache_dir: Path | None, out: Path, check: bool) -> None:
-    """Write (or --check) JSON summaries of the dataset's stores: version, input hash, shape, checksum."""
+    """Write (or --check) JSON summaries of the dataset's stores: version, input hash, shape, checksum.
+
+    --check fails when a store differs from its summary, or when nothing could be compared."""
     root = cache_root(cache_dir)
-    mismatches = 0
-    for ds_name, entity, encoder, path in iter_refs(root):
-        if ds_name != dataset:
-            continue
-        with Store(path) as store:
+    key = datasets.key_of(dataset)
+    refs = [ref for ref in iter_refs(root) if ref.key == key]
+    if not refs:
+        fail(f"no stores of dataset {dataset!r} under {root}: build them first (fused-cache build --encoder all)")
+    mismatches = compared = 0
+    for ref in refs:
+        with Store(ref.store) as store:
             summary = _summary(store.manifest)
-        target = out / dataset / f"{entity}-{encoder}.json"
+        target = out / ref.dataset / f"{ref.entity}-{ref.encoder}.json"
         if check:
             if not target.exists():
+                click.echo(f"{ref.encoder}: no summary at {target}, not compared")
                 continue
             expected = json.loads(target.read_text())
             differ = sorted(k for k in expected if expected[k] != summary.get(k))
             mismatches += bool(differ)
-            click.echo(f"{encoder}: {'matches' if not differ else 'differs in ' + ', '.join(differ)}")
+            compared += 1
+            click.echo(f"{ref.encoder}: {'matches' if not differ else 'differs in ' + ', '.join(differ)}")
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
             click.echo(f"wrote {target}")
+    if check:
+        built = {(ref.entity, ref.encoder) for ref in refs}
+        for target in sorted((out / refs[0].dataset).glob("*.json")):
+            if tuple(target.stem.split("-", 1)) not in built:
+                click.echo(f"{target.stem.split('-', 1)[1]}: summary {target} has no local store, not compared")
+        if not compared:
+            fail(f"nothing compared: no summary under {out / refs[0].dataset} matches a local store of {dataset!r}")
     if mismatches:
-        sys.exit(1)
+        sys.exit(DATA_ERROR)
 
 
 def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -215,4 +257,4 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    run_cli(cli, (EncoderError, DatasetError, StoreNotFound, CorruptStore))
+    run_cli(cli, (EncoderError, DatasetError, StoreNotFound, CorruptStore, StaleStore, CacheNotWritable))

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from fused_cache.datasets import DatasetError
-from fused_cache.stores import StoreNotFound
+from fused_cache.stores import CorruptStore, StaleStore, StoreNotFound
 from fused_train.engine import TrainConfig
 from fused_train.splits import SETTINGS, FoldSelectionError
 
@@ -91,13 +91,14 @@ def cli() -> None:
 def run(fold: str, lr: float, width: int, heads: int, proj: int, hidden: str, out: Path | None,
         scheduler: str | None, workers: int | None, **kw: Any) -> None:  # fmt: skip
     """Train the selected folds (finished folds of the same run are skipped), then write metrics."""
-    from fused_train.runs import summarise_run, train
+    from fused_train.runs import describe_inputs, summarise_run, train
 
     spec = _spec(kw, lr, _model_options(kw["model"], width, heads, proj, hidden))
     run_dir = out or Path("runs") / spec.name
     trained = train(spec, run_dir, fold, kw["cache_dir"], _device(kw["device"]), kw["slots"], scheduler, workers,
                     kw["quiet"])  # fmt: skip
     click.echo(f"{run_dir}: trained {len(trained)} folds now")
+    click.echo(describe_inputs(run_dir))
     table = summarise_run(run_dir)
     click.echo(table[["predictor", "seed", "folds", "pcc", "rmse", *_entity_columns(table)]].round(3).to_string())
 
@@ -175,4 +176,4 @@ def main() -> None:
     from fused_cache.console import run_cli
     from fused_train.runs import RunError
 
-    run_cli(cli, (RunError, DatasetError, StoreNotFound, FoldSelectionError))
+    run_cli(cli, (RunError, DatasetError, StoreNotFound, CorruptStore, StaleStore, FoldSelectionError))

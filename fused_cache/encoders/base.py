@@ -141,8 +141,14 @@ def weights_file(directory: Path, names: tuple[str, ...], hint: str) -> Path:
     raise CheckpointError(f"checkpoint directory {directory} has no weights ({' or '.join(names)}). {hint}")
 
 
-def invalid_smiles(batch: DrugBatch) -> dict[str, str]:
-    """Drugs whose SMILES RDKit cannot parse; checked here because some models happily embed garbage strings."""
+MAX_SMILES_LENGTH = 1000
+"""The longest SMILES any drug encoder takes (the bundled drugs have at most 179 characters): one item's time is
+bounded, and a pasted sequence or polymer is reported instead of running for hours."""
+
+
+def invalid_smiles(batch: DrugBatch, max_atoms: int | None = None) -> dict[str, str]:
+    """Drugs whose SMILES RDKit cannot parse, is longer than MAX_SMILES_LENGTH, or (``max_atoms``) whose molecule has
+    more heavy atoms than an encoder takes; checked here because some models happily embed garbage strings."""
     from rdkit import Chem, RDLogger
 
     RDLogger.DisableLog("rdApp.*")
@@ -150,8 +156,12 @@ def invalid_smiles(batch: DrugBatch) -> dict[str, str]:
     for drug_id, smiles in zip(batch.ids, batch.smiles, strict=True):
         if not isinstance(smiles, str) or not smiles.strip():
             bad[drug_id] = "empty SMILES"
-        elif Chem.MolFromSmiles(smiles) is None:
+        elif len(smiles) > MAX_SMILES_LENGTH:
+            bad[drug_id] = f"SMILES is {len(smiles)} characters; drug encoders take at most {MAX_SMILES_LENGTH}"
+        elif (mol := Chem.MolFromSmiles(smiles)) is None:
             bad[drug_id] = f"invalid SMILES {smiles!r} (RDKit cannot parse it)"
+        elif max_atoms is not None and mol.GetNumHeavyAtoms() > max_atoms:
+            bad[drug_id] = f"molecule has {mol.GetNumHeavyAtoms()} heavy atoms; this encoder takes at most {max_atoms}"
     return bad
 
 
