@@ -349,7 +349,7 @@ def check_built_from(store: Store, dataset: Dataset, root: Path) -> None:
     if "source_hash" not in m:
         raise StaleStore(f"store {store.path} was built by an older fused that did not record its inputs; {advice}")
     current = dict(zip(items.ids, items.item_hashes(), strict=True))
-    stored = dict(zip(store.ids, store.item_hashes, strict=True))
+    stored = dict(zip(store.ids.tolist(), store.item_hashes.tolist(), strict=True))
     changes = {
         "changed": [i for i, h in stored.items() if i in current and current[i] != h],
         "no longer in the dataset": [i for i in stored if i not in current],

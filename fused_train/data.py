@@ -151,7 +151,7 @@ def _open_checked(
     bad = ~np.isfinite(values)
     if bad.any():
         row, column = np.argwhere(bad)[0]
-        item = arrays["ids"][row] if store.dense else "an atom"
+        item = str(arrays["ids"][row]) if store.dense else "an atom"
         raise StaleStore(
             f"store {store.path} holds {int(bad.sum())} non-finite values (first: {entity} {item!r}, column "
             f"{column}: {values[row, column]}); stores built now never do, so {advice}"
