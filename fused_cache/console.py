@@ -33,9 +33,10 @@ def explain(err: Exception) -> str:
     return str(err)
 
 
-def run_cli(group: click.Group, known: tuple[type[Exception], ...]) -> None:
+def run_cli(group: click.Group, known: tuple[type[Exception], ...], usage: tuple[type[Exception], ...] = ()) -> None:
     """Run a console command: ``known`` errors (bad input, missing or damaged stores) become one clear line and exit
-    code 3 (2 for a misspelt encoder), without a traceback; anything else is a bug and keeps its traceback."""
+    code 3 (2 for ``usage`` errors and a misspelt encoder), without a traceback; anything else is a bug and keeps its
+    traceback."""
     try:
         group(standalone_mode=False)
     except click.exceptions.Abort:
@@ -43,7 +44,7 @@ def run_cli(group: click.Group, known: tuple[type[Exception], ...]) -> None:
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
-    except known as err:
+    except known + usage as err:
         click.echo(f"error: {explain(err)}", err=True)
         misspelt = isinstance(err, StoreNotFound) and err.encoder is not None and err.encoder not in ENCODERS
-        sys.exit(USAGE_ERROR if misspelt else DATA_ERROR)
+        sys.exit(USAGE_ERROR if misspelt or isinstance(err, usage) else DATA_ERROR)

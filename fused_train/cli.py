@@ -176,4 +176,4 @@ def main() -> None:
     from fused_cache.console import run_cli
     from fused_train.runs import RunError
 
-    run_cli(cli, (RunError, DatasetError, StoreNotFound, CorruptStore, StaleStore, FoldSelectionError))
+    run_cli(cli, (RunError, DatasetError, StoreNotFound, CorruptStore, StaleStore), usage=(FoldSelectionError,))
