@@ -110,7 +110,12 @@ def list_(cache_dir: Path | None) -> None:
     for ref in iter_refs(root):
         refs.setdefault(ref.store.resolve(), []).append(ref.source or ref.dataset)
     for path in iter_stores(root):
-        with Store(path) as store:
+        try:
+            store = Store(path)
+        except CorruptStore as err:
+            click.echo(f"CORRUPT {err}")
+            continue
+        with store:
             m = store.manifest
             used = ",".join(refs.get(path.resolve(), [])) or "unreferenced"
             click.echo(f"{m['entity']:5} {m['encoder']:13} v{m['version']}  n={m['n']:<6} dim={m['dim']:<5} "

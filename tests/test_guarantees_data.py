@@ -45,12 +45,14 @@ def test_tables_are_found_by_exact_name_only(tmp_path: Path) -> None:
 
 
 def test_ids_are_text_exactly_as_written(tmp_path: Path) -> None:
-    pairs = "drug_id,cell_id,ln_ic50\n007,NA,1.0\n7,NA,2.0\n7,c2,0.5\n"
+    pairs = "drug_id,cell_id,ln_ic50,gdsc_drug_id\n007,NA,1.0,1401\n7,NA,2.0,1402\n7,c2,0.5,1402\n"
     drugs = "drug_id,smiles\n007,CCO\n7,CCN\n"
-    ds = datasets.load(str(write(tmp_path / "d", pairs, drugs, "cell_id,TP53\nNA,1.0\nc2,2.0\n")))
+    ds = datasets.load(str(write(tmp_path / "d", pairs, drugs, "cell_id,TP53,EGFR\nNA,1.0,2.0\nc2,,3.0\n")))
     assert list(ds.drugs["drug_id"]) == ["007", "7"]  # two drugs, not one id twice
     assert list(ds.cells["cell_id"]) == ["NA", "c2"]  # NA is a cell line here, not a missing value
     assert list(ds.omics["expression"].index) == ["NA", "c2"]
+    assert ds.pairs["gdsc_drug_id"].tolist() == [1401, 1402, 1402]  # other columns parse as numbers as usual
+    assert ds.omics["expression"]["TP53"].isna().tolist() == [False, True]  # an empty value is 'not measured'
 
 
 @pytest.mark.parametrize(

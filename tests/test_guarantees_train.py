@@ -114,9 +114,11 @@ def test_pairs_left_out_are_printed_and_written(
     folder, cache = small
     drug = set_smiles(folder, 1, "C1CC(garbage")
     build_store(datasets.load(str(folder)), "morgan", cache, on_error="skip", quiet=True)
+    edit(folder, "pairs", lambda p: pd.concat([p, p[p["drug_id"] != drug].iloc[:1].assign(ln_ic50=9.0)]))
     code, output = fused_train(capsys, *run_args(folder, cache, tmp_path / "run"))
     n = int((pd.read_parquet(folder / "pairs.parquet")["drug_id"] == drug).sum())
     assert code == 0 and f"excluded {n} pairs" in output and f"{n} drug skipped by the morgan build" in output
+    assert "2 of them repeat a (drug, cell line) measurement (1 grid cells)" in output
     listed = pd.read_csv(tmp_path / "run" / "excluded_pairs.csv", dtype={"drug_id": str})
     assert len(listed) == n and set(listed["drug_id"]) == {drug}
     assert listed["detail"].str.contains("invalid SMILES 'C1CC\\(garbage'").all()

@@ -115,7 +115,7 @@ class Dataset:
         drugs_df = _read_table(drugs, "drugs", ids=("drug_id",))
         omics_df = {}
         for modality, path in (omics or {}).items():
-            matrix = _read_table(path, f"omics {modality!r}", ids=(0,))
+            matrix = _read_table(path, f"omics {modality!r}", ids=(0,), matrix=True)
             omics_df[modality] = matrix.set_index(matrix.columns[0]).rename_axis("cell_id")
         _require_columns(pairs_df, PAIR_COLUMNS, "pairs", pairs)
         _require_columns(drugs_df, DRUG_COLUMNS, "drugs", drugs)
@@ -137,9 +137,10 @@ def dataset_key(name: str, source: Path | None = None) -> str:
     return f"{label}-{hashlib.sha256(str(source or name).encode()).hexdigest()[:12]}"
 
 
-def _read_table(path: str | Path, what: str, ids: tuple[str | int, ...]) -> pd.DataFrame:
-    """A table with its ``ids`` columns (names, or positions) as text and the rest parsed as usual; any problem that
-    would otherwise surface as a pandas traceback or a quiet change (renamed duplicate columns) is a DatasetError."""
+def _read_table(path: str | Path, what: str, ids: tuple[str | int, ...], matrix: bool = False) -> pd.DataFrame:
+    """A table with its ``ids`` columns (names, or positions) as text and the rest parsed as usual (a ``matrix`` of
+    omics values as floats); any problem that would otherwise surface as a pandas traceback or a quiet change (renamed
+    duplicate columns) is a DatasetError."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{what} file {path} does not exist")
@@ -150,7 +151,8 @@ def _read_table(path: str | Path, what: str, ids: tuple[str | int, ...]) -> pd.D
     if path.suffix == ".parquet":
         frame = _read_parquet(path, what)
     elif path.suffix in {".csv", ".gz", ".tsv", ".txt"}:
-        frame = _read_text(path, what, "\t" if ".tsv" in path.suffixes or path.suffix == ".txt" else ",", ids)
+        sep = "\t" if ".tsv" in path.suffixes or path.suffix == ".txt" else ","
+        frame = _read_text(path, what, sep, ids, matrix)
     else:
         raise DatasetError(f"{what} file {path}: use .csv, .tsv or .parquet")
     if frame.empty:
@@ -176,9 +178,10 @@ def _read_parquet(path: Path, what: str) -> pd.DataFrame:
     return frame
 
 
-def _read_text(path: Path, what: str, sep: str, ids: tuple[str | int, ...]) -> pd.DataFrame:
+def _read_text(path: Path, what: str, sep: str, ids: tuple[str | int, ...], matrix: bool) -> pd.DataFrame:
     """CSV/TSV read as text first (pandas would parse an ``NA`` id as NaN, ``007`` as 7 and rename a repeated column
-    ``X`` to ``X.1``); then every other column whose values are all numbers or MISSING markers becomes numeric."""
+    ``X`` to ``X.1``); then every other column whose values are all numbers or MISSING markers becomes numeric (in one
+    step for a ``matrix``, which may have thousands of columns)."""
     try:
         raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, header=None)
     except (ValueError, UnicodeDecodeError) as err:
@@ -191,13 +194,16 @@ def _read_text(path: Path, what: str, sep: str, ids: tuple[str | int, ...]) -> p
     others = [c for c in header if c not in id_columns]
     block = frame[others].apply(lambda column: column.str.strip())
     block = block.mask(block.isin(MISSING))
-    try:  # fast path: everything numeric (omics matrices have thousands of columns)
-        frame[others] = block.astype(np.float64)
-    except ValueError:
-        for column in others:
-            numbers = pd.to_numeric(block[column], errors="coerce")
-            if (numbers.notna() | block[column].isna()).all():
-                frame[column] = numbers
+    if matrix:
+        try:
+            frame[others] = block.astype(np.float64)
+            return frame
+        except ValueError:
+            pass  # a column that is not numeric: left as text below, and named by validate()
+    for column in others:
+        numbers = pd.to_numeric(block[column], errors="coerce")
+        if (numbers.notna() | block[column].isna()).all():
+            frame[column] = numbers
     return frame
 
 
