@@ -189,7 +189,8 @@ def _writable(root: Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        if isinstance(err, PermissionError) or err.errno in (errno.EROFS, errno.EACCES):
+        denied = isinstance(err, PermissionError) or err.errno in (errno.EROFS, errno.EACCES)
+        if denied and str(err.filename or "").startswith(str(root)):
             raise CacheNotWritable(
                 f"cache directory {root} is not writable ({err.strerror}: {err.filename}); pass --cache-dir (or set "
                 "$FUSED_CACHE_DIR) to a writable directory"

@@ -58,7 +58,8 @@ class CorruptStore(RuntimeError):
 
 
 class StaleStore(ValueError):
-    """A store built from other inputs than the dataset now holds; the message names the build that updates it."""
+    """A store that cannot be trained on as it is: built from other inputs than the dataset now holds, or holding what
+    current builds never write (non-finite values, dim 0); the message names the build that replaces it."""
 
 
 class CacheNotWritable(PermissionError):
