@@ -124,7 +124,7 @@ def provenance(inputs: Inputs) -> dict[str, Any]:
         "stores": {name: {k: v for k, v in record.items() if k != "path"} for name, record in stores.items()},
         "pairs": {
             "used": len(pairs),
-            "hash": hashlib.sha256(pd.util.hash_pandas_object(pairs, index=False).to_numpy().tobytes()).hexdigest(),
+            "hash": hashlib.sha256(pairs.to_csv(index=False).encode()).hexdigest(),  # stable across pandas versions
             "excluded": inputs.excluded,
             "repeated measurements": {
                 "pairs": len(repeated),
