@@ -24,6 +24,7 @@ from fused_cache.stores import (
     Store,
     StoreNotFound,
     cache_root,
+    check_built_from,
     gc,
     iter_refs,
     iter_stores,
@@ -163,16 +164,18 @@ def verify(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
 @_cache_dir
 def export(encoder: str, out: Path, dataset: str, cache_dir: Path | None) -> None:
     """Export a store's embeddings to Parquet (pandas), .npy (+ .ids.txt) or AnnData .h5ad (in obsm), once they
-    verify."""
+    verify and were built from the dataset's current items."""
     if out.suffix not in (".parquet", ".npy", ".h5ad"):
         raise click.UsageError("--to must end in .parquet, .npy or .h5ad")
-    with open_store(encoder, dataset=dataset, cache_dir=cache_dir) as store:
+    ds = datasets.load(dataset)
+    with open_store(encoder, dataset=ds, cache_dir=cache_dir) as store:
         if not store.dense:
             raise click.UsageError(
                 f"{encoder!r} stores ragged arrays ({', '.join(store.manifest['arrays'])}), not one embedding per "
                 "item: read them with fused_cache.open_store(...).ragged(name), or export a dense encoder"
             )
         arrays = store.load()
+        check_built_from(store, ds, cache_root(cache_dir))
         frame = pd.DataFrame(arrays["embeddings"], index=pd.Index(arrays["ids"], name=f"{store.manifest['entity']}_id"))
         manifest = store.manifest
     if out.suffix == ".parquet":

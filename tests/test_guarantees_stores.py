@@ -73,6 +73,18 @@ def test_dataset_dot_is_the_directory_it_names(
     assert open_store("morgan", dataset=str(folder)).manifest["dataset"] == "mydata"
 
 
+def test_export_refuses_a_store_built_before_the_dataset_changed(
+    gdsc: Dataset, tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_dataset(subset(gdsc, 4, 5), tmp_path / "mydata")
+    build_store(datasets.load(str(folder)), "morgan", quiet=True)
+    drugs = pd.read_parquet(folder / "drugs.parquet")
+    drugs.assign(smiles=["CCO", *drugs["smiles"][1:]]).to_parquet(folder / "drugs.parquet")
+    code, output = fused_cache(capsys, "export", "morgan", "--dataset", str(folder), "--to", str(tmp_path / "m.npy"))
+    assert code == 3 and f"run: fused-cache build --encoder morgan --dataset {folder}" in output
+    assert not (tmp_path / "m.npy").exists()
+
+
 # Case 3: damaged stores are rebuilt, never used, never copied.
 
 
