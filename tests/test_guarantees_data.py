@@ -67,7 +67,9 @@ def test_ids_are_text_exactly_as_written(tmp_path: Path) -> None:
     ],
     ids=["space-in-omics-id", "empty-drug-id", "repeated-column", "empty-omics-row", "identical-pairs", "na-label"],
 )
-def test_changed_ids_and_rows_are_refused(tmp_path: Path, pairs: str, drugs: str, expression: str, message: str):
+def test_changed_ids_and_rows_are_refused(
+    tmp_path: Path, pairs: str, drugs: str, expression: str | None, message: str
+) -> None:
     refused(write(tmp_path / "d", pairs, drugs, expression), message)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -41,7 +42,7 @@ def small(built: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
     return folder, cache
 
 
-def edit(folder: Path, table: str, change) -> None:  # noqa: ANN001 - a function of the table
+def edit(folder: Path, table: str, change: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
     path = folder / f"{table}.parquet"
     pd.read_parquet(path).pipe(change).to_parquet(path, index=False)
 
@@ -131,7 +132,7 @@ def test_pairs_left_out_are_printed_and_written(
 # Case 4: features must be finite and of dim >= 1, whoever wrote the store.
 
 
-def rewrite(store: Store, change) -> None:  # noqa: ANN001 - a function of the arrays
+def rewrite(store: Store, change: Callable[[dict], dict]) -> None:
     """Rewrite a store in place with changed arrays and a matching checksum: what an older encoder could write."""
     arrays = change(store.load())
     manifest = store.manifest | {"checksum": array_checksum(arrays), "dim": arrays["embeddings"].shape[1]}
@@ -148,7 +149,7 @@ def rewrite(store: Store, change) -> None:  # noqa: ANN001 - a function of the a
     ],
     ids=["nan", "dim-0"],
 )  # fmt: skip
-def test_training_refuses_unusable_features(small: tuple[Path, Path], change, message: str) -> None:  # noqa: ANN001
+def test_training_refuses_unusable_features(small: tuple[Path, Path], change: Callable, message: str) -> None:
     folder, cache = small
     spec = tiny_spec(str(folder))
     rewrite(Store(load_run_inputs(spec, cache).stores["morgan"]), change)
