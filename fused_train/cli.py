@@ -16,7 +16,7 @@ import click
 
 from fused_cache.datasets import DatasetError
 from fused_cache.logs import add_verbose
-from fused_cache.stores import StoreNotFound
+from fused_cache.stores import CorruptStore, StaleStore, StoreNotFound
 from fused_train.data import InputError
 from fused_train.engine import Execution, TrainConfig
 from fused_train.models.registry import MODELS, ModelError, Option, options_of
@@ -171,7 +171,7 @@ def make_cli() -> click.Group:
     @click.option("--workers", type=click.IntRange(min=1), default=None, help="Workers of --scheduler local.")
     def run(fold: str, lr: float, out: Path | None, scheduler: str | None, workers: int | None, **kw: Any) -> None:
         """Train the selected folds (finished folds of the same run are skipped), then write metrics."""
-        from fused_train.runs import summarise_run, train
+        from fused_train.runs import describe_inputs, summarise_run, train
 
         given = {name: kw.pop(name) for name in option_names}
         spec = _spec(kw, lr, {k: v for k, v in given.items() if v is not None})
@@ -179,6 +179,7 @@ def make_cli() -> click.Group:
         execution = Execution(slots=kw["slots"], device=_device(kw["device"]), scheduler=scheduler, workers=workers)
         trained = train(spec, run_dir, fold, kw["cache_dir"], execution, kw["quiet"])
         click.echo(f"{run_dir}: trained {len(trained)} folds now")
+        click.echo(describe_inputs(run_dir))
         table = summarise_run(run_dir)
         entity_columns = [c for c in table.columns if c.endswith("_pcc_mean")]
         click.echo(table[["predictor", "seed", "folds", "pcc", "rmse", *entity_columns]].round(3).to_string())
@@ -301,4 +302,5 @@ def main() -> None:
     from fused_cache.console import run_cli
     from fused_train.runs import RunError
 
-    run_cli(make_cli(), (RunError, ModelError, InputError, DatasetError, StoreNotFound, FoldSelectionError))
+    run_cli(make_cli(), (RunError, InputError, DatasetError, StoreNotFound, CorruptStore, StaleStore),
+            usage=(ModelError, FoldSelectionError))  # fmt: skip
