@@ -16,7 +16,7 @@ from typing import Any
 
 from fused_cache import datasets
 from fused_cache.datasets import Dataset, DatasetError
-from fused_cache.stores import CorruptStore, Store, StoreNotFound, cache_root, open_store
+from fused_cache.stores import CacheNotWritable, CorruptStore, StaleStore, Store, StoreNotFound, cache_root, open_store
 
 _LAZY = {
     "BuildReport": "fused_cache.build",
@@ -38,12 +38,14 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ENCODERS",
     "BuildReport",
+    "CacheNotWritable",
     "CheckpointError",
     "CorruptStore",
     "Dataset",
     "DatasetError",
     "Encoder",
     "EncoderError",
+    "StaleStore",
     "Store",
     "StoreNotFound",
     "build_store",

@@ -11,12 +11,24 @@ from typing import Any
 import click
 
 from fused_cache import datasets
-from fused_cache.console import run_cli
+from fused_cache.console import DATA_ERROR, fail, run_cli
 from fused_cache.datasets import DatasetError
 from fused_cache.encoders.base import EncoderError
 from fused_cache.encoders.registry import DEFAULT_ENCODERS, ENCODERS, encoder_class
 from fused_cache.logs import add_verbose
-from fused_cache.stores import CorruptStore, Store, StoreNotFound, cache_root, gc, iter_refs, iter_stores, open_store
+from fused_cache.stores import (
+    CacheNotWritable,
+    CorruptStore,
+    StaleStore,
+    Store,
+    StoreNotFound,
+    cache_root,
+    check_built_from,
+    gc,
+    iter_refs,
+    iter_stores,
+    open_store,
+)
 
 _cache_dir = click.option(
     "--cache-dir",
@@ -93,6 +105,11 @@ def build(
 
     names = tuple(n for given in names for n in given.split(",") if n)  # lists are comma-separated everywhere
     chosen = list(DEFAULT_ENCODERS) if "all" in names else list(names)
+    unknown = [n for n in chosen if n not in ENCODERS]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown encoder {unknown[0]!r}; known: {', '.join(ENCODERS)}", param_hint="--encoder"
+        )
     ds = datasets.load(dataset)
     given = {"checkpoint": checkpoint, "device": device if device != "auto" else None,
              "trust_checkpoint": trust_checkpoint or None}  # fmt: skip
@@ -107,6 +124,8 @@ def build(
         click.echo(str(report))
         if report.skipped:
             click.echo(f"  skipped (recorded in the manifest): {report.skipped}")
+        for problem in report.damaged:
+            click.echo(f"  damaged, not used (rebuilt or embedded again): {problem}", err=True)
 
 
 @cli.command()
@@ -174,10 +193,15 @@ def list_(cache_dir: Path | None) -> None:
     """Every store under the cache root, and which dataset builds point at it."""
     root = cache_root(cache_dir)
     refs: dict[Path, list[str]] = {}
-    for dataset, _, _, path in iter_refs(root):
-        refs.setdefault(path.resolve(), []).append(dataset)
+    for ref in iter_refs(root):
+        refs.setdefault(ref.store.resolve(), []).append(ref.source or ref.dataset)
     for path in iter_stores(root):
-        with Store(path) as store:
+        try:
+            store = Store(path)
+        except CorruptStore as err:
+            click.echo(f"CORRUPT {err}")
+            continue
+        with store:
             m = store.manifest
             used = ",".join(refs.get(path.resolve(), [])) or "unreferenced"
             click.echo(f"{m['entity']:5} {m['encoder']:13} v{m['version']}  n={m['n']:<6} dim={m['dim']:<5} "
@@ -199,8 +223,11 @@ def info(encoder: str, dataset: str, cache_dir: Path | None) -> None:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @_cache_dir
 def verify(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
-    """Recompute checksums of the given stores (default: all) and name every corrupt one."""
-    targets = list(paths) or list(iter_stores(cache_root(cache_dir)))
+    """Recompute checksums of the given stores (default: all) and name every corrupt one; verifying nothing fails."""
+    root = cache_root(cache_dir)
+    targets = list(paths) or list(iter_stores(root))
+    if not targets:
+        fail(f"no stores to verify under {root}" + ("" if root.is_dir() else " (no such directory)"))
     problems = []
     for path in targets:
         try:
@@ -212,7 +239,7 @@ def verify(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
         click.echo(f"CORRUPT {problem}", err=True)
     click.echo(f"verified {len(targets)} store(s): {len(problems)} problem(s)")
     if problems:
-        sys.exit(1)
+        sys.exit(DATA_ERROR)
 
 
 @cli.command()
@@ -228,7 +255,8 @@ def verify(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
 @_cache_dir
 def export(encoder: str, folder: Path | None, target: str, dataset: str, cache_dir: Path | None) -> None:
     """Export ENCODER's store: CSV, Parquet, .npy (+ .ids.txt), AnnData .h5ad, or drevalpy's feature files in FOLDER
-    (a drevalpy <data_path>/<dataset_name> directory)."""
+    (a drevalpy <data_path>/<dataset_name> directory), once it verifies and was built from the dataset's current
+    items."""
     from fused_cache.export import ExportError
     from fused_cache.export import export as write
 
@@ -242,22 +270,19 @@ def export(encoder: str, folder: Path | None, target: str, dataset: str, cache_d
         fmt, out = Path(target).suffix.lstrip("."), Path(target)
         if folder is not None or fmt not in ("csv", "parquet", "npy", "h5ad"):
             raise click.UsageError("--to must end in .csv, .parquet, .npy or .h5ad, or be 'drevalpy' followed by DIR")
-    ds = _dataset_or_none(dataset)
-    with open_store(encoder, dataset=ds.name if ds else dataset, cache_dir=cache_dir) as store:
+    ds = datasets.load(dataset)
+    with open_store(encoder, dataset=ds, cache_dir=cache_dir) as store:
+        if not store.dense:
+            raise click.UsageError(
+                f"{encoder!r} stores ragged arrays ({', '.join(store.manifest['arrays'])}), not one embedding per "
+                "item: read them with fused_cache.open_store(...).ragged(name), or export a dense encoder"
+            )
+        check_built_from(store, ds, cache_root(cache_dir))
         try:
             paths = write(store, fmt, out, ds)
         except ExportError as err:
             raise click.ClickException(str(err)) from err
         click.echo(f"wrote {store.manifest['n']} x {store.manifest['dim']} to {', '.join(map(str, paths))}")
-
-
-def _dataset_or_none(name: str) -> datasets.Dataset | None:
-    """The dataset (its name keys the stores' refs; a data directory's is the folder name), for metadata of exported
-    items; None when it cannot be loaded here (the export goes on without metadata)."""
-    try:
-        return datasets.load(name)
-    except DatasetError:
-        return None
 
 
 @cli.command()
@@ -266,8 +291,7 @@ def _dataset_or_none(name: str) -> datasets.Dataset | None:
 @_cache_dir
 def path(encoder: str, dataset: str, cache_dir: Path | None) -> None:
     """Print where ENCODER's store for a dataset lives (for reading it from other tools)."""
-    ds = _dataset_or_none(dataset)
-    with open_store(encoder, dataset=ds.name if ds else dataset, cache_dir=cache_dir) as store:
+    with open_store(encoder, dataset=dataset, cache_dir=cache_dir) as store:
         click.echo(str(store.path))
 
 
@@ -294,28 +318,41 @@ def gc_(cache_dir: Path | None, dry_run: bool) -> None:
 )
 @click.option("--check", is_flag=True, help="Compare local stores with the summaries in --out instead of writing.")
 def summary(dataset: str, cache_dir: Path | None, out: Path, check: bool) -> None:
-    """Write (or --check) JSON summaries of the dataset's stores: version, input hash, shape, checksum."""
+    """Write (or --check) JSON summaries of the dataset's stores: version, input hash, shape, checksum.
+
+    --check fails when a store differs from its summary, or when nothing could be compared."""
     root = cache_root(cache_dir)
-    mismatches = 0
-    for ds_name, entity, encoder, path in iter_refs(root):
-        if ds_name != dataset:
-            continue
-        with Store(path) as store:
+    key = datasets.key_of(dataset)
+    refs = [ref for ref in iter_refs(root) if ref.key == key]
+    if not refs:
+        fail(f"no stores of dataset {dataset!r} under {root}: build them first (fused-cache build --encoder all)")
+    mismatches = compared = 0
+    for ref in refs:
+        with Store(ref.store) as store:
             summary = _summary(store.manifest)
-        target = out / dataset / f"{entity}-{encoder}.json"
+        target = out / ref.dataset / f"{ref.entity}-{ref.encoder}.json"
         if check:
             if not target.exists():
+                click.echo(f"{ref.encoder}: no summary at {target}, not compared")
                 continue
             expected = json.loads(target.read_text())
             differ = sorted(k for k in expected if expected[k] != summary.get(k))
             mismatches += bool(differ)
-            click.echo(f"{encoder}: {'matches' if not differ else 'differs in ' + ', '.join(differ)}")
+            compared += 1
+            click.echo(f"{ref.encoder}: {'matches' if not differ else 'differs in ' + ', '.join(differ)}")
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
             click.echo(f"wrote {target}")
+    if check:
+        built = {(ref.entity, ref.encoder) for ref in refs}
+        for target in sorted((out / refs[0].dataset).glob("*.json")):
+            if tuple(target.stem.split("-", 1)) not in built:
+                click.echo(f"{target.stem.split('-', 1)[1]}: summary {target} has no local store, not compared")
+        if not compared:
+            fail(f"nothing compared: no summary under {out / refs[0].dataset} matches a local store of {dataset!r}")
     if mismatches:
-        sys.exit(1)
+        sys.exit(DATA_ERROR)
 
 
 def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -338,4 +375,4 @@ add_verbose(cli)
 
 
 def main() -> None:
-    run_cli(cli, (EncoderError, DatasetError, StoreNotFound, CorruptStore))
+    run_cli(cli, (EncoderError, DatasetError, StoreNotFound, CorruptStore, StaleStore, CacheNotWritable))

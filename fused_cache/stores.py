@@ -8,9 +8,12 @@ Layout under the cache root::
         item_hashes    (n,) strings: hash of each item's input, for incremental rebuilds
         <name>, <name>_offsets   ragged arrays (e.g. atom_features, edges of the graph encoder)
         manifest.json  (Zarr: a file in the directory and the group's attributes; HDF5: the file's attributes)
-    <root>/refs/<dataset>/<entity>/<encoder>.json   which version a dataset's build produced
+    <root>/refs/<dataset key>/<entity>/<encoder>.json   which version a dataset's build produced
+    <root>/.publish.lock   held while a build publishes a store and writes its ref, and while gc runs
 
 A store is written under a temporary name and published with one atomic rename, so a reader never sees half a store.
+The dataset key is the name of a bundled dataset, or for a directory its name plus a hash of its resolved path
+(``Dataset.key``): two folders with the same name never share refs.
 """
 
 from __future__ import annotations
@@ -23,17 +26,24 @@ import warnings
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
 import pandas as pd
 import zarr
+from filelock import FileLock
 
+from fused_cache.datasets import BUNDLED, Dataset, DatasetError, key_of
+from fused_cache.items import dataset_items, source_hash
 from fused_cache.manifest import array_checksum
 
 FORMATS = {"zarr": ".zarr", "hdf5": ".h5"}
 ENTITIES = ("drug", "cell")
+MANIFEST_KEYS = ("version", "encoder", "entity", "n", "dim", "dtype", "arrays", "checksum", "input_hash", "skipped")
+SKIP_CHECKSUMS = "FUSED_SKIP_CHECKSUMS"
+"""Environment variable: set to 1 to skip the checksum when a store is loaded for training or export (for stores too
+large to read twice); missing chunks and non-finite values are still refused."""
 
 
 class StoreNotFound(FileNotFoundError):
@@ -46,6 +56,15 @@ class StoreNotFound(FileNotFoundError):
 
 class CorruptStore(RuntimeError):
     """A store whose arrays do not match its manifest's checksum, or that cannot be read."""
+
+
+class StaleStore(ValueError):
+    """A store that cannot be trained on as it is: built from other inputs than the dataset now holds, or holding what
+    current builds never write (non-finite values, dim 0); the message names the build that replaces it."""
+
+
+class CacheNotWritable(PermissionError):
+    """The cache directory cannot be written; the message names it and what to do."""
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -63,8 +82,15 @@ def store_path(root: Path, entity: str, encoder: str, version: str, fmt: str) ->
     return root / entity / encoder / f"{version}{FORMATS[fmt]}"
 
 
-def ref_path(root: Path, dataset: str, entity: str, encoder: str) -> Path:
-    return root / "refs" / dataset / entity / f"{encoder}.json"
+def ref_path(root: Path, key: str, entity: str, encoder: str) -> Path:
+    return root / "refs" / key / entity / f"{encoder}.json"
+
+
+def publish_lock(root: Path) -> FileLock:
+    """One lock per cache root: a build holds it from publishing a store until its ref is written, gc for its whole
+    run, so that gc never sees a published store whose ref is still to come."""
+    root.mkdir(parents=True, exist_ok=True)
+    return FileLock(root / ".publish.lock")
 
 
 class Store:
@@ -84,6 +110,10 @@ class Store:
                 self.manifest = json.loads((self.path / "manifest.json").read_text())
         except (OSError, KeyError, ValueError) as err:
             raise CorruptStore(f"store {self.path} cannot be read ({err}); delete it and rebuild") from err
+        lacking = [k for k in MANIFEST_KEYS if k not in self.manifest] if isinstance(self.manifest, dict) else ["all"]
+        if lacking:
+            self.close()
+            raise CorruptStore(f"store {self.path}: its manifest lacks {', '.join(lacking)}; delete it and rebuild")
 
     def __enter__(self) -> Store:
         return self
@@ -112,8 +142,18 @@ class Store:
         return _strings(self._handle["item_hashes"][:])
 
     @property
+    def dense(self) -> bool:
+        """True for (n, dim) embeddings; False for ragged stores (the graph encoder's atom graphs)."""
+        return "embeddings" in self.manifest["arrays"]
+
+    @property
     def embeddings(self) -> Any:
         """(n, dim) array-like (zarr or h5py), read lazily; ``np.asarray(store.embeddings)`` loads all of it."""
+        if not self.dense:
+            raise ValueError(
+                f"store {self.path} holds ragged arrays ({', '.join(self.manifest['arrays'])}), not embeddings; "
+                "read them with Store.ragged(name)"
+            )
         return self._handle["embeddings"]
 
     def array(self, name: str) -> Any:
@@ -144,15 +184,45 @@ class Store:
         loaded = {name: np.asarray(self._handle[name][:]) for name in self.manifest["arrays"]}
         return {name: _strings(a) if a.dtype.kind in "OSUT" else a for name, a in loaded.items()}
 
+    def missing_chunks(self) -> list[str]:
+        """Arrays with chunks missing on disk: zarr would read them as zeros (stores are written with every chunk)."""
+        if self.format == "hdf5":
+            return []  # one file: a truncated one fails to open or to read
+        problems = []
+        for name in self.manifest["arrays"]:
+            if name not in self._handle:
+                problems.append(f"array {name!r} is missing")
+                continue
+            array = self._handle[name]
+            if array.nchunks_initialized < array.nchunks:
+                problems.append(f"{array.nchunks - array.nchunks_initialized} of {array.nchunks} chunks of {name!r}")
+        return problems
+
     def verify(self) -> list[str]:
-        """Problems found (empty when the arrays match the manifest's checksum)."""
+        """Problems found (empty when no chunk is missing and the arrays match the manifest's checksum, which is
+        always computed here: $FUSED_SKIP_CHECKSUMS applies to loading for training and export only)."""
+        try:
+            self.load(checksum=True)
+        except CorruptStore as err:
+            return [str(err)]
+        return []
+
+    def load(self, checksum: bool | None = None) -> dict[str, np.ndarray]:
+        """Every array, loaded and checked: no chunk missing and, unless ``checksum`` is False (default: True unless
+        $FUSED_SKIP_CHECKSUMS=1), equal to the manifest's checksum. Raises CorruptStore naming the store."""
+        advice = "rebuild it (fused-cache build rebuilds a corrupt version) or delete it"
+        missing = self.missing_chunks()
+        if missing:
+            raise CorruptStore(f"{self.path}: missing on disk: {'; '.join(missing)}; {advice}")
         try:
             arrays = self.arrays()
         except Exception as err:  # a damaged chunk surfaces as a codec/IO error of any type
-            return [f"{self.path}: arrays cannot be read ({type(err).__name__}: {err})"]
-        if array_checksum(arrays) != self.manifest["checksum"]:
-            return [f"{self.path}: checksum mismatch, the arrays changed after they were written; rebuild it"]
-        return []
+            raise CorruptStore(f"{self.path}: arrays cannot be read ({type(err).__name__}: {err}); {advice}") from err
+        if checksum is None:
+            checksum = os.environ.get(SKIP_CHECKSUMS, "") in ("", "0")
+        if checksum and array_checksum(arrays) != self.manifest["checksum"]:
+            raise CorruptStore(f"{self.path}: checksum mismatch, the arrays changed after they were written; {advice}")
+        return arrays
 
 
 def _strings(values: np.ndarray) -> np.ndarray:
@@ -194,12 +264,13 @@ def _write_zarr(path: Path, arrays: Mapping[str, np.ndarray], manifest: str, chu
     group = zarr.open_group(path, mode="w")
     for name, array in arrays.items():
         dims = dimension_names(name, array.ndim)
+        every_chunk = {"write_empty_chunks": True}  # so that a chunk missing on disk means damage, not zeros
         if array.dtype.kind in "OUT":
-            out = group.create_array(name, shape=array.shape, dtype=str, dimension_names=dims)
+            out = group.create_array(name, shape=array.shape, dtype=str, dimension_names=dims, config=every_chunk)
             out[:] = array.astype(object)
         else:
             chunks = (max(1, min(chunk_rows, len(array))), *array.shape[1:])
-            group.create_array(name, data=array, chunks=chunks, dimension_names=dims)
+            group.create_array(name, data=array, chunks=chunks, dimension_names=dims, config=every_chunk)
     group.attrs["manifest"] = json.loads(manifest)
     with warnings.catch_warnings():  # "consolidated metadata is not yet part of the Zarr v3 spec": zarr-python reads it
         warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
@@ -227,35 +298,51 @@ def _write_hdf5(path: Path, arrays: Mapping[str, np.ndarray], manifest: str) -> 
         handle.attrs["manifest"] = manifest
 
 
-def write_ref(root: Path, dataset: str, entity: str, encoder: str, store: Path) -> None:
+def write_ref(root: Path, dataset: Dataset, entity: str, encoder: str, store: Path) -> None:
     """Record that ``dataset``'s build of ``encoder`` is ``store`` (atomically: a reader sees old or new ref)."""
-    path = ref_path(root, dataset, entity, encoder)
+    path = ref_path(root, dataset.key, entity, encoder)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"store": str(store.relative_to(root))}))
+    source = str(dataset.source) if dataset.source else None
+    tmp.write_text(json.dumps({"store": str(store.relative_to(root)), "dataset": dataset.name, "source": source}))
     os.replace(tmp, path)
 
 
-def read_ref(root: Path, dataset: str, entity: str, encoder: str) -> Path | None:
-    path = ref_path(root, dataset, entity, encoder)
+def read_ref(root: Path, key: str, entity: str, encoder: str) -> Path | None:
+    path = ref_path(root, key, entity, encoder)
     if not path.exists():
         return None
     return root / json.loads(path.read_text())["store"]
 
 
+def build_command(encoder: str, dataset: str | Dataset, root: Path) -> str:
+    """The command that (re)builds a dataset's store, with the real ``--dataset`` path for data from a directory."""
+    if isinstance(dataset, Dataset):
+        where = str(dataset.source) if dataset.source and dataset.source.is_dir() else dataset.name
+    else:
+        where = dataset if dataset in BUNDLED or not Path(dataset).is_dir() else str(Path(dataset).resolve())
+    return f"fused-cache build --encoder {encoder} --dataset {where} --cache-dir {root}"
+
+
 def open_store(
-    encoder: str, entity: str | None = None, dataset: str = "gdsc-deepcdr", cache_dir: str | Path | None = None
+    encoder: str,
+    entity: str | None = None,
+    dataset: str | Dataset = "gdsc-deepcdr",
+    cache_dir: str | Path | None = None,
 ) -> Store:
-    """The store that ``fused-cache build --encoder ENCODER --dataset DATASET`` last produced."""
+    """The store that ``fused-cache build --encoder ENCODER --dataset DATASET`` last produced (arrays not yet read:
+    ``Store.load()`` reads and checks them)."""
     root = cache_root(cache_dir)
-    advice = f"run: fused-cache build --encoder {encoder} --dataset {dataset} --cache-dir {root}"
+    key = dataset.key if isinstance(dataset, Dataset) else key_of(dataset)
+    name = dataset.name if isinstance(dataset, Dataset) else dataset
+    advice = f"run: {build_command(encoder, dataset, root)}"
     for kind in (entity,) if entity else ENTITIES:
-        path = read_ref(root, dataset, kind, encoder)
+        path = read_ref(root, key, kind, encoder)
         if path is not None:
             if not path.exists():
-                raise StoreNotFound(f"{path} is referenced for {dataset} but missing; {advice}", encoder)
+                raise StoreNotFound(f"{path} is referenced for {name} but missing; {advice}", encoder)
             return Store(path)
-    raise StoreNotFound(f"no {encoder!r} store for dataset {dataset!r} under {root}; {advice}", encoder)
+    raise StoreNotFound(f"no {encoder!r} store for dataset {name!r} under {root}; {advice}", encoder)
 
 
 def iter_stores(root: Path) -> Iterator[Path]:
@@ -266,33 +353,79 @@ def iter_stores(root: Path) -> Iterator[Path]:
                 yield path
 
 
-def iter_refs(root: Path) -> Iterator[tuple[str, str, str, Path]]:
-    """(dataset, entity, encoder, store path) for every ref."""
+def check_built_from(store: Store, dataset: Dataset, root: Path) -> None:
+    """Raise StaleStore unless ``store`` was built from exactly what ``dataset`` now offers its encoder (every item,
+    skipped ones included: the manifest's ``source_hash``), naming what changed and the build that updates it."""
+    m = store.manifest
+    modality = (m.get("fingerprint") or {}).get("modality")
+    advice = f"run: {build_command(m['encoder'], dataset, root)}"
+    try:
+        items = dataset_items(dataset, m["entity"], modality)
+    except DatasetError as err:
+        raise StaleStore(f"store {store.path} cannot belong to dataset {dataset.name!r}: {err}") from err
+    if m.get("source_hash") == source_hash(items):
+        return
+    if "source_hash" not in m:
+        raise StaleStore(f"store {store.path} was built by an older fused that did not record its inputs; {advice}")
+    current = dict(zip(items.ids, items.item_hashes(), strict=True))
+    stored = dict(zip(store.ids.tolist(), store.item_hashes.tolist(), strict=True))
+    changes = {
+        "changed": [i for i, h in stored.items() if i in current and current[i] != h],
+        "no longer in the dataset": [i for i in stored if i not in current],
+        "new": [i for i in current if i not in stored and i not in m["skipped"]],
+    }
+    detail = "; ".join(f"{len(ids)} {what} (e.g. {ids[0]!r})" for what, ids in changes.items() if ids)
+    raise StaleStore(
+        f"store {store.path} ({m['encoder']} v{m['version']}) was built from other {m['entity']} inputs than "
+        f"dataset {dataset.name!r} now holds ({detail or 'the items it skipped changed'}); {advice}"
+    )
+
+
+class Ref(NamedTuple):
+    """One ref: which store a dataset's build of an encoder produced."""
+
+    key: str
+    entity: str
+    encoder: str
+    store: Path
+    dataset: str
+    """The dataset's name (its key without the path hash)."""
+    source: str | None
+    """The resolved directory the dataset was read from, if any."""
+
+
+def iter_refs(root: Path) -> Iterator[Ref]:
     for ref in sorted((root / "refs").glob("*/*/*.json")):
-        yield ref.parent.parent.name, ref.parent.name, ref.stem, root / json.loads(ref.read_text())["store"]
+        data = json.loads(ref.read_text())
+        key = ref.parent.parent.name
+        yield Ref(key, ref.parent.name, ref.stem, root / data["store"], data.get("dataset", key), data.get("source"))
 
 
 def gc(root: Path, dry_run: bool = False) -> list[Path]:
     """Remove store versions that no ref points to, and leftovers of killed builds. Returns what it removed.
 
-    A leftover whose build still runs (its per-version lock is held) is left alone.
+    Runs under the cache's publish lock, so a store published by a running build is never taken for unreferenced;
+    a leftover whose build still runs (its per-version lock is held) is left alone.
     """
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
 
-    referenced = {path.resolve() for *_, path in iter_refs(root)}
-    doomed = [p for p in iter_stores(root) if p.resolve() not in referenced]
-    for entity in ENTITIES:
-        for leftover in sorted((root / entity).glob("*/.tmp-*")) + sorted((root / entity).glob("*/.partial-*")):
-            version = leftover.name.removeprefix(".tmp-").removeprefix(".partial-").split(".")[0]
-            try:
-                with FileLock(leftover.parent / f".{version}.lock", timeout=0):
-                    doomed.append(leftover)
-            except Timeout:
-                continue
-    if not dry_run:
-        for path in doomed:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+    if not root.is_dir():
+        return []
+    with publish_lock(root):
+        referenced = {ref.store.resolve() for ref in iter_refs(root)}
+        doomed = [p for p in iter_stores(root) if p.resolve() not in referenced]
+        for entity in ENTITIES:
+            for leftover in sorted((root / entity).glob("*/.tmp-*")) + sorted((root / entity).glob("*/.partial-*")):
+                version = leftover.name.removeprefix(".tmp-").removeprefix(".partial-").split(".")[0]
+                try:
+                    with FileLock(leftover.parent / f".{version}.lock", timeout=0):
+                        doomed.append(leftover)
+                except Timeout:
+                    continue
+        if not dry_run:
+            for path in doomed:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
     return doomed

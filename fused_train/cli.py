@@ -17,7 +17,7 @@ import click
 
 from fused_cache.datasets import DatasetError
 from fused_cache.logs import add_verbose
-from fused_cache.stores import StoreNotFound
+from fused_cache.stores import CorruptStore, StaleStore, StoreNotFound
 from fused_train.data import InputError
 from fused_train.engine import Execution, TrainConfig
 from fused_train.models.registry import MODELS, ModelError, Option, options_of
@@ -196,7 +196,7 @@ def make_cli() -> click.Group:
     def run(fold: str, lr: float, out: Path | None, scheduler: str | None, workers: int | None,
             save_models: bool | None, **kw: Any) -> None:  # fmt: skip
         """Train the selected folds (finished folds of the same run are skipped), then write metrics."""
-        from fused_train.runs import summarise_run, train
+        from fused_train.runs import describe_inputs, summarise_run, train
 
         given = {name: kw.pop(name) for name in option_names}
         spec = _spec(kw, lr, {k: v for k, v in given.items() if v is not None})
@@ -204,6 +204,7 @@ def make_cli() -> click.Group:
         execution = Execution(slots=kw["slots"], device=_device(kw["device"]), scheduler=scheduler, workers=workers)
         trained = train(spec, run_dir, fold, kw["cache_dir"], execution, kw["quiet"], save_models)
         click.echo(f"{run_dir}: trained {len(trained)} folds now")
+        click.echo(describe_inputs(run_dir))
         table = summarise_run(run_dir)
         entity_columns = [c for c in table.columns if c.endswith("_pcc_mean")]
         click.echo(table[["predictor", "seed", "folds", "pcc", "rmse", *entity_columns]].round(3).to_string())
@@ -400,5 +401,6 @@ def main() -> None:
     from fused_train.runs import RunError
     from fused_train.saved import ModelDirError
 
-    run_cli(make_cli(), (RunError, ModelError, InputError, DatasetError, StoreNotFound, FoldSelectionError,
-                         PredictError, ModelDirError))  # fmt: skip
+    data_errors = (RunError, InputError, DatasetError, StoreNotFound, CorruptStore, StaleStore, PredictError,
+                   ModelDirError)  # fmt: skip
+    run_cli(make_cli(), data_errors, usage=(ModelError, FoldSelectionError))

@@ -2,7 +2,9 @@
 
 Features are kept per entity (223 drugs, <= 561 cell lines), never per pair: models compute per-entity work once and
 the engine evaluates pairs on the dense drug x cell grid. Pairs are joined on ids (PubChem CID, DepMap id), never on
-row order. Nothing is dropped silently: pairs left out because a store lacks their drug or cell are counted.
+row order. Nothing is dropped silently: pairs left out because a store lacks their drug or cell are listed with the
+reason. Nothing stale or damaged is trained on: each store must verify (no chunk missing, checksum), must have been
+built from exactly the items the dataset now holds, and must hold finite features of dim >= 1.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from fused_cache.datasets import Dataset
-from fused_cache.stores import open_store
+from fused_cache.stores import StaleStore, Store, build_command, cache_root, check_built_from, open_store
 
 
 class InputError(ValueError):
@@ -62,6 +64,10 @@ class Inputs:
     """Per cell line, its TCGA type (for stratified splits), or "" when unknown."""
     stores: dict[str, str] = field(default_factory=dict)
     excluded: dict[str, int] = field(default_factory=dict)
+    store_versions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per token: the store's path, version, input_hash and source_hash (what a run records as its provenance)."""
+    excluded_pairs: pd.DataFrame | None = None
+    """The pairs left out, with drug_id, cell_id, ln_ic50 and the reason."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -107,29 +113,32 @@ def load_inputs(
     cell_encoders: Sequence[str],
     cache_dir: str | Path | None = None,
     drug_kinds: Sequence[str] = ("dense",),
+    checksum: bool | None = None,
 ) -> Inputs:
     """Open the stores of one drug encoder and of the cell encoders, and keep the pairs all of them cover.
 
     ``drug_kinds``: what the model accepts, "dense" (an embedding) and/or "graph" (a store of atom graphs).
-    Raises StoreNotFound (with the ``fused-cache build`` to run) when a store is missing.
+    Raises StoreNotFound (with the ``fused-cache build`` to run) when a store is missing, CorruptStore when it does
+    not verify (``checksum=False``, or $FUSED_SKIP_CHECKSUMS=1, skips only the checksum), StaleStore when it was built
+    from other inputs than ``dataset`` holds or its features are not finite, InputError when the model cannot take
+    the drug store's kind.
     """
-    drug_store = open_store(drug_encoder, entity="drug", dataset=dataset.name, cache_dir=cache_dir)
-    kind = "graph" if "atom_features_offsets" in drug_store.manifest["arrays"] else "dense"
+    root = cache_root(cache_dir)
+    drug_store, drug_arrays = _open_checked(drug_encoder, "drug", dataset, root, checksum)
+    kind = "dense" if drug_store.dense else "graph"
     if kind not in drug_kinds:
         wanted = "atom graphs (--drug-encoder graph)" if "graph" in drug_kinds else "a dense drug embedding"
         raise InputError(f"the model needs {wanted}, but the {drug_encoder!r} store holds {kind} drug input; "
                          "choose another --drug-encoder or --model")  # fmt: skip
-    cell_stores = {
-        name: open_store(name, entity="cell", dataset=dataset.name, cache_dir=cache_dir) for name in cell_encoders
-    }
+    cells = {name: _open_checked(name, "cell", dataset, root, checksum) for name in cell_encoders}
     pairs = dataset.pairs
-    excluded: dict[str, int] = {}
-    keep = pairs["drug_id"].isin(set(drug_store.ids))
-    excluded[f"no {drug_encoder} drug embedding"] = int((~keep).sum())
-    for name, store in cell_stores.items():
-        has = pairs["cell_id"].isin(set(store.ids))
-        excluded[f"no {name} cell embedding"] = int((keep & ~has).sum())
-        keep &= has
+    why = _missing(pairs["drug_id"], drug_store, drug_arrays, "drug")
+    for store, arrays in cells.values():
+        first = why["reason"] == ""
+        why.loc[first] = _missing(pairs["cell_id"], store, arrays, "cell line").loc[first]
+    keep = (why["reason"] == "").to_numpy()
+    excluded = why.loc[~keep, "reason"].value_counts(sort=False).to_dict()
+    excluded_pairs = pd.concat([pairs.loc[~keep, ["drug_id", "cell_id", "ln_ic50"]], why[~keep]], axis=1)
     pairs = pairs[keep].reset_index(drop=True)
     drug_ids = np.array(sorted(pairs["drug_id"].unique()), dtype=str)
     cell_ids = np.array(sorted(pairs["cell_id"].unique()), dtype=str)
@@ -141,28 +150,78 @@ def load_inputs(
     cell_groups = (
         groups.reindex(cell_ids).fillna("").astype(str).to_numpy() if groups is not None else np.full(len(cell_ids), "")
     )
+    opened = {drug_encoder: drug_store} | {name: store for name, (store, _) in cells.items()}
     return Inputs(
         dataset=dataset.name,
         drug_ids=drug_ids,
         cell_ids=cell_ids,
-        drug=_graphs(drug_store, drug_ids) if kind == "graph" else _dense(drug_store, drug_ids),
-        cells={name: _dense(store, cell_ids) for name, store in cell_stores.items()},
+        drug=_drug_features(drug_store, drug_arrays, drug_ids),
+        cells={name: _dense(arrays, cell_ids) for name, (_, arrays) in cells.items()},
         pairs=pairs,
         cell_groups=cell_groups,
-        stores={drug_encoder: str(drug_store.path)} | {n: str(s.path) for n, s in cell_stores.items()},
-        excluded={k: v for k, v in excluded.items() if v},
+        stores={name: str(store.path) for name, store in opened.items()},
+        excluded={str(k): int(v) for k, v in excluded.items()},
+        store_versions={name: _record(store) for name, store in opened.items()},
+        excluded_pairs=excluded_pairs.reset_index(drop=True),
     )
 
 
-def _dense(store: Any, ids: np.ndarray) -> np.ndarray:
-    rows = store.index_of(list(ids))
-    return np.asarray(store.embeddings[:], dtype=np.float32)[rows]
+def _open_checked(
+    encoder: str, entity: str, dataset: Dataset, root: Path, checksum: bool | None
+) -> tuple[Store, dict[str, np.ndarray]]:
+    """A store and its arrays, once they verify, belong to ``dataset``'s current items and hold usable features."""
+    store = open_store(encoder, entity=entity, dataset=dataset, cache_dir=root)
+    arrays = store.load(checksum)
+    check_built_from(store, dataset, root)
+    values = arrays["embeddings"] if store.dense else arrays["atom_features"]
+    advice = f"rebuild it: {build_command(encoder, dataset, root)}"
+    if values.ndim != 2 or values.shape[1] < 1:
+        raise StaleStore(f"store {store.path} holds features of shape {values.shape}; dim 0 is unusable; {advice}")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        item = str(arrays["ids"][row]) if store.dense else "an atom"
+        raise StaleStore(
+            f"store {store.path} holds {int(bad.sum())} non-finite values (first: {entity} {item!r}, column "
+            f"{column}: {values[row, column]}); stores built now never do, so {advice}"
+        )
+    return store, arrays
 
 
-def _graphs(store: Any, ids: np.ndarray) -> Graphs:
-    rows = store.index_of(list(ids))
-    atoms, atom_off = store.ragged("atom_features")
-    edges, edge_off = store.ragged("edges")
+def _missing(ids: pd.Series, store: Store, arrays: dict[str, np.ndarray], what: str) -> pd.DataFrame:
+    """Per pair, why ``store`` cannot give its drug or cell line: a reason ("" when it can) and, for an item the
+    build skipped, the build's reason (e.g. the invalid SMILES)."""
+    name, skipped = store.manifest["encoder"], store.manifest["skipped"]
+    absent = ~ids.isin(set(arrays["ids"]))
+    was_skipped = ids.isin(set(skipped))
+    reason = np.where(was_skipped, f"{what} skipped by the {name} build", f"no {name} embedding of the {what}")
+    return pd.DataFrame(
+        {"reason": np.where(absent, reason, ""), "detail": ids.map(skipped).where(absent & was_skipped, "")},
+        index=ids.index,
+    )
+
+
+def _record(store: Store) -> dict[str, Any]:
+    m = store.manifest
+    return {"path": str(store.path), "encoder": m["encoder"], "version": m["version"], "input_hash": m["input_hash"],
+            "source_hash": m.get("source_hash"), "n": m["n"], "dim": m["dim"]}  # fmt: skip
+
+
+def _rows(arrays: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
+    position = {v: i for i, v in enumerate(arrays["ids"])}
+    return np.array([position[i] for i in ids], dtype=np.int64)
+
+
+def _dense(arrays: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
+    return np.asarray(arrays["embeddings"], dtype=np.float32)[_rows(arrays, ids)]
+
+
+def _drug_features(store: Store, arrays: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray | Graphs:
+    if store.dense:
+        return _dense(arrays, ids)
+    rows = _rows(arrays, ids)
+    atoms, atom_off = arrays["atom_features"], arrays["atom_features_offsets"]
+    edges, edge_off = arrays["edges"], arrays["edges_offsets"]
     a_parts = [atoms[atom_off[r] : atom_off[r + 1]] for r in rows]
     e_parts = [edges[edge_off[r] : edge_off[r + 1]] for r in rows]
     return Graphs(

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from fused_cache.stores import Store
-from fused_train.data import _dense, _graphs
+from fused_train.data import _dense, _drug_features
 from fused_train.saved import FORMAT, Member, ModelDirError
 
 TableLike = pd.DataFrame | str | Path
@@ -104,8 +104,8 @@ class TrainedModel:
         record = self.stores["drug"]
         if drugs is None:
             ids = np.array(self.members[0].info["drug_ids"], dtype=str)
-            with _recorded_store(record) as store:
-                return ids, self._drug_input(store, ids)
+            store, arrays = _recorded_store(record)
+            return ids, self._drug_input(store, arrays, ids)
         table = _drug_table(drugs)
         from fused_cache.build import build_store  # the encoders load only here
         from fused_cache.embed import Items
@@ -133,12 +133,13 @@ class TrainedModel:
         self.report.update(embedded=report.embedded, reused=report.reused, drug_store=str(report.store.path))
         ids = table["drug_id"].to_numpy(str)
         with report.store as store:
-            return ids, self._drug_input(store, ids)
+            return ids, self._drug_input(store, store.load(), ids)
 
-    def _drug_input(self, store: Store, ids: np.ndarray) -> Any:
-        if self.members[0].info["shapes"]["drug_kind"] == "graph":
-            return self.members[0].net.drug_tensor(_graphs(store, ids), self.device)
-        return torch.from_numpy(_dense(store, ids)).to(self.device)
+    def _drug_input(self, store: Store, arrays: dict[str, np.ndarray], ids: np.ndarray) -> Any:
+        features = _drug_features(store, arrays, ids)
+        if isinstance(features, np.ndarray):
+            return torch.from_numpy(features).to(self.device)
+        return self.members[0].net.drug_tensor(features, self.device)
 
     # cells
 
@@ -148,8 +149,7 @@ class TrainedModel:
             ids = np.array(self.members[0].info["cell_ids"], dtype=str)
             features = {}
             for name, record in records.items():
-                with _recorded_store(record) as store:
-                    features[name] = _dense(store, ids)
+                features[name] = _dense(_recorded_store(record)[1], ids)
             return ids, features
         tables = _omics_tables(cells)
         lacking = [name for name in records if name not in tables]
@@ -182,8 +182,9 @@ class TrainedModel:
         return (torch.cat(parts, dim=2)[0] * sd + mu).cpu().numpy()
 
 
-def _recorded_store(record: dict[str, Any]) -> Store:
-    """A store the model was trained on, refused if it is gone or is not the version recorded."""
+def _recorded_store(record: dict[str, Any]) -> tuple[Store, dict[str, np.ndarray]]:
+    """A store the model was trained on and its arrays: refused if it is gone, is not the version recorded, or does
+    not verify (CorruptStore)."""
     path = Path(record["path"])
     if not path.exists():
         raise ModelDirError(f"the model's {record['encoder']!r} store {path} is gone; rebuild it (fused-cache build "
@@ -192,7 +193,8 @@ def _recorded_store(record: dict[str, Any]) -> Store:
     if store.version != record["version"] or store.manifest["fingerprint_hash"] != record["fingerprint_hash"]:
         store.close()
         raise ModelDirError(f"{path} is version {store.version}, but the model was trained on {record['version']}")
-    return store
+    with store:
+        return store, store.load()
 
 
 def _read_table(source: TableLike, what: str) -> pd.DataFrame:

@@ -1,15 +1,20 @@
 """A training run: its specification, its directory of results, and training the folds that are not finished yet.
 
-``runs/<id>/`` holds ``config.json`` (the resolved specification), ``folds/<fold>.parquet`` (test pairs with the
-truth and every predictor's prediction: the model and the naive baselines), ``curves/<fold>.csv`` (per epoch: training
-loss, validation RMSE and PCC) and, once summarised, ``metrics.json`` / ``metrics.csv`` and ``per_drug.csv`` /
-``per_cell.csv``; ``run.log`` collects every training session's messages; with ``save_models``, ``models/<fold>/``
-holds the fold's best-epoch model (``fused_train/saved.py``; ``fused_train.load_model`` reads it). A fold's Parquet
-file is written last and atomically, so its presence means the fold is finished and a rerun skips it.
+``runs/<id>/`` holds ``config.json`` (the resolved specification), ``provenance.json`` (the stores trained on: version,
+input hashes; the pairs used, excluded and measured more than once), ``excluded_pairs.csv`` (each pair left out and
+why), ``folds/<fold>.parquet`` (test pairs with the truth and every predictor's prediction: the model and the naive
+baselines), ``curves/<fold>.csv`` (per epoch: optimizer steps, training loss, validation RMSE and PCC), ``run.log``
+(every training session's messages), with ``save_models`` ``models/<fold>/`` (the fold's best-epoch model,
+``fused_train/saved.py``; ``fused_train.load_model`` reads it) and, once summarised, ``metrics.json`` /
+``metrics.csv`` and ``per_drug.csv`` / ``per_cell.csv``. A fold's Parquet file is written last and atomically, so
+its presence means the fold is finished and a rerun skips it; a rerun whose stores or pairs differ from
+``provenance.json`` is refused, so folds trained on different inputs are never pooled. Fold names become file names
+percent-escaped (a drug id may hold ``/``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,6 +22,7 @@ import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pandas as pd
@@ -113,8 +119,78 @@ def prepare(spec: RunSpec, run_dir: Path) -> None:
     _atomic_text(config, json.dumps(wanted, indent=2))
 
 
+def provenance(inputs: Inputs) -> dict[str, Any]:
+    """What a run's folds were trained on: each store's version and input hashes, and the pairs (a hash of those used,
+    counts of those excluded by reason, and of repeated measurements)."""
+    pairs = inputs.pairs[["drug_id", "cell_id", "ln_ic50"]]
+    repeated = pairs[pairs.duplicated(["drug_id", "cell_id"], keep=False)]
+    stores = inputs.store_versions
+    return {
+        "stores": {name: {k: v for k, v in record.items() if k != "path"} for name, record in stores.items()},
+        "pairs": {
+            "used": len(pairs),
+            "hash": hashlib.sha256(pairs.to_csv(index=False).encode()).hexdigest(),  # stable across pandas versions
+            "excluded": inputs.excluded,
+            "repeated measurements": {
+                "pairs": len(repeated),
+                "drug x cell line cells": int(repeated.groupby(["drug_id", "cell_id"]).ngroups),
+            },
+        },
+        "store_paths": {name: record["path"] for name, record in stores.items()},
+    }
+
+
+def record_provenance(run_dir: Path, inputs: Inputs) -> None:
+    """Write the run's provenance (and its excluded pairs), or refuse to go on when the folds already in the run were
+    trained on other stores or pairs: pooling them with new folds would mix two experiments."""
+    path = run_dir / "provenance.json"
+    wanted = provenance(inputs)
+    advice = f"pass another --out for a new run, or delete {run_dir} to start over"
+    if path.exists():
+        found = json.loads(path.read_text())
+        changes = [
+            f"{name}: v{found['stores'].get(name, {}).get('version')} -> v{record['version']}"
+            for name, record in wanted["stores"].items()
+            if found["stores"].get(name) != record
+        ]
+        if found["pairs"] != wanted["pairs"]:
+            changes.append(f"pairs used: {found['pairs']['used']} -> {wanted['pairs']['used']} (or their labels)")
+        if changes:
+            raise RunError(
+                f"{run_dir} was trained on other inputs than the stores and dataset give now ({'; '.join(changes)}); "
+                f"its folds would be pooled with folds trained on the new ones. {advice}"
+            )
+        return
+    if finished(run_dir):
+        raise RunError(f"{run_dir} has finished folds but no record of the stores they were trained on; {advice}")
+    if inputs.excluded_pairs is not None:
+        _atomic_text(run_dir / "excluded_pairs.csv", inputs.excluded_pairs.to_csv(index=False))
+    _atomic_text(path, json.dumps(wanted, indent=2))
+
+
+def describe_inputs(run_dir: Path) -> str:
+    """The run's pairs in one paragraph: how many were used, excluded and why, measured more than once."""
+    pairs = json.loads((run_dir / "provenance.json").read_text())["pairs"]
+    lines = [f"trained on {pairs['used']} pairs"]
+    repeated = pairs["repeated measurements"]
+    if repeated["pairs"]:
+        lines.append(f"  {repeated['pairs']} of them repeat a (drug, cell line) measurement "
+                     f"({repeated['drug x cell line cells']} grid cells): each is kept, the grid trains on their mean "
+                     "weighted by their count")  # fmt: skip
+    excluded = pairs["excluded"]
+    if excluded:
+        lines.append(f"  excluded {sum(excluded.values())} pairs (listed in {run_dir / 'excluded_pairs.csv'}):")
+        lines += [f"    {n} {reason}" for reason, n in excluded.items()]
+    return "\n".join(lines)
+
+
+def fold_file(name: str) -> str:
+    """A fold's name as a file name: ids may hold '/' and other characters that must not become paths."""
+    return quote(name, safe="")
+
+
 def finished(run_dir: Path) -> set[str]:
-    return {p.stem for p in (run_dir / "folds").glob("*.parquet")}
+    return {unquote(p.stem) for p in (run_dir / "folds").glob("*.parquet")}
 
 
 def train(
@@ -136,6 +212,7 @@ def train(
     inputs = load_run_inputs(spec, cache_dir)
     chosen = select(folds_of(spec, inputs), fold)  # before the run directory exists: a bad --fold leaves nothing
     prepare(spec, run_dir)
+    record_provenance(run_dir, inputs)
     with log_to(run_dir / "run.log"):
         log.info("%s: %d folds selected (--fold %s); inputs %s", spec.name, len(chosen), fold, inputs.describe())
         trained = _train_chosen(spec, run_dir, inputs, chosen, cache_dir, execution, quiet, save)
@@ -167,7 +244,7 @@ def _train_chosen(
 
 def _remove_leftovers(run_dir: Path, names: list[str]) -> None:
     """Temporary files of these unfinished folds that a killed process or worker left half-written."""
-    for name in names:
+    for name in map(fold_file, names):
         for leftover in (*run_dir.glob(f"folds/.{name}.*.tmp"), *run_dir.glob(f"curves/.{name}.csv.*.tmp")):
             leftover.unlink(missing_ok=True)
         for leftover in run_dir.glob(f"models/.{name}.*.tmp"):
@@ -182,6 +259,7 @@ def _train_group(
 
     torch.set_num_threads(get_worker().state.nthreads)  # not every core: the other workers share them
     inputs = load_run_inputs(spec, cache_dir)
+    record_provenance(run_dir, inputs)  # the worker's stores are those the run was started on
     todo = [n for n in names if n not in finished(run_dir)]
     _train_folds(spec, inputs, todo, run_dir, execution, True, save)
 
@@ -199,7 +277,7 @@ def _train_folds(
     stores = store_records(inputs, spec.drug_encoder) if save else {}
     for result in spec.trainer(inputs, execution, keep_state=save).run(folds, quiet=quiet):
         if save:  # before the fold's Parquet file, which marks it finished
-            save_model(run_dir / "models" / result.fold.name, result, spec, inputs, stores)
+            save_model(run_dir / "models" / fold_file(result.fold.name), result, spec, inputs, stores)
         _write_fold(run_dir, inputs, result.fold, _model_grid(result, count.shape, spec.model),
                     naive_predictions(count, target, result.fold.roles), result)  # fmt: skip
 
@@ -227,12 +305,13 @@ def _write_fold(
     if result is not None:
         curves = run_dir / "curves"
         curves.mkdir(exist_ok=True)
-        _atomic_text(curves / f"{fold.name}.csv", result.curve.assign(best_epoch=result.best_epoch).to_csv(index=False))
+        curve = result.curve.assign(best_epoch=result.best_epoch)
+        _atomic_text(curves / f"{fold_file(fold.name)}.csv", curve.to_csv(index=False))
     folder = run_dir / "folds"
     folder.mkdir(exist_ok=True)
-    tmp = folder / f".{fold.name}.{os.getpid()}.tmp"
+    tmp = folder / f".{fold_file(fold.name)}.{os.getpid()}.tmp"
     frame.to_parquet(tmp, index=False)
-    tmp.rename(folder / f"{fold.name}.parquet")
+    tmp.rename(folder / f"{fold_file(fold.name)}.parquet")
     epochs = f"best epoch {result.best_epoch} of {len(result.curve)}, " if result is not None else ""
     log.info("fold %s finished: %s%d test pairs", fold.name, epochs, len(frame))
 

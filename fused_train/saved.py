@@ -43,14 +43,13 @@ class ModelDirError(ValueError):
 def store_records(inputs: Inputs, drug_encoder: str) -> dict[str, Any]:
     """What identifies each store a model was trained on: path, version and the encoder's fingerprint."""
 
-    def record(path: str) -> dict[str, Any]:
-        with Store(path) as store:
+    def record(name: str) -> dict[str, Any]:
+        with Store(inputs.stores[name]) as store:
             m = store.manifest
-        return {"encoder": m["encoder"], "path": str(Path(path).resolve()), "version": m["version"],
+        return {**inputs.store_versions[name], "path": str(Path(inputs.stores[name]).resolve()),
                 "fingerprint_hash": m["fingerprint_hash"], "fingerprint": m["fingerprint"]}  # fmt: skip
 
-    cells = {name: record(inputs.stores[name]) for name in inputs.cells}
-    return {"drug": record(inputs.stores[drug_encoder]), "cells": cells}
+    return {"drug": record(drug_encoder), "cells": {name: record(name) for name in inputs.cells}}
 
 
 def save_model(

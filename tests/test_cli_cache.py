@@ -51,7 +51,7 @@ def test_verify_exit_code_names_corrupt_store(tmp_path: Path) -> None:
     data[len(data) // 2] ^= 0xFF
     store.write_bytes(bytes(data))
     result = CliRunner().invoke(cli, ["verify", "--cache-dir", cache])
-    assert result.exit_code == 1 and f"CORRUPT {store}" in result.output
+    assert result.exit_code == 3 and f"CORRUPT {store}" in result.output
 
 
 def test_summary_writes_and_checks(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and "unknown encoder 'nope'" in result.stderr and "Traceback" not in result.stderr
     missing = subprocess.run([exe, "info", "morgan", "--cache-dir", tmp_path], capture_output=True, text=True)
-    assert missing.returncode == 2 and "run: fused-cache build --encoder morgan" in missing.stderr
+    assert missing.returncode == 3 and "run: fused-cache build --encoder morgan" in missing.stderr
 
 
 def test_build_help_lists_every_registered_encoder() -> None:

@@ -45,7 +45,7 @@ def test_a_saved_fold_model_reproduces_its_runs_test_predictions(trained_on: tup
     assert len(written) >= 20
     np.testing.assert_allclose(ours.loc[written.index].to_numpy(), written.to_numpy(), atol=1e-4, rtol=0)
     info = json.loads((run / "models" / "drug-known-seed0" / "model.json").read_text())
-    assert info["stores"]["drug"]["version"] == open_store("morgan", dataset="small", cache_dir=cache).version
+    assert info["stores"]["drug"]["version"] == open_store("morgan", dataset=dataset, cache_dir=cache).version
     assert len(info["stores"]["cells"]["methylation"]["fingerprint"]["settings"]["genes"]) == 808
 
     lodo = tmp_path / "lodo"

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from fused_cache.datasets.dataset import Dataset, DatasetError, Exclusions
+from fused_cache.datasets.dataset import Dataset, DatasetError, Exclusions, dataset_key
 
-__all__ = ["BUNDLED", "DEEPCDR_TCGA_LABELS", "Dataset", "DatasetError", "Exclusions", "load"]
+__all__ = ["BUNDLED", "DEEPCDR_TCGA_LABELS", "Dataset", "DatasetError", "Exclusions", "key_of", "load"]
 
 _GDSC_DIR = Path(__file__).parent / "gdsc_deepcdr"
 BUNDLED = ("gdsc-deepcdr", "gdsc-deepcdr-approx")
+SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".parquet")
+"""The file endings of a dataset directory's tables: ``pairs.csv`` is a table, ``pairs.old.csv`` is not."""
 
 DEEPCDR_TCGA_LABELS = (
     "ALL", "BLCA", "BRCA", "CESC", "DLBC", "LIHC", "LUAD", "ESCA", "GBM", "HNSC", "KIRC", "LAML", "LCML",
@@ -49,25 +51,44 @@ def load(name: str = "gdsc-deepcdr") -> Dataset:
     )
 
 
+def key_of(name: str) -> str:
+    """The ``Dataset.key`` of what ``load(name)`` would load, without loading it (for refs of a ``--dataset``)."""
+    if name in BUNDLED or not Path(name).is_dir():
+        return dataset_key(name)
+    path = Path(name).resolve()
+    return dataset_key(path.name, path)
+
+
 def _omics_matrix(name: str) -> pd.DataFrame:
     """A bundled matrix, stored gene-major for fast loading, returned as cell lines x genes."""
     return pd.read_parquet(_GDSC_DIR / f"{name}.parquet").T.rename_axis(index="cell_id", columns=None)
 
 
 def _load_directory(path: Path) -> Dataset:
-    """A folder with pairs.{csv,parquet}, drugs.*, optional cells.*, and omics as ``omics_<modality>.*``."""
+    """A folder with pairs, drugs, optional cells and ``omics_<modality>`` tables, each named exactly (``SUFFIXES``)."""
     if not path.is_dir():
         raise DatasetError(
             f"unknown dataset {str(path)!r}: use one of {list(BUNDLED)} "
             "or a directory with pairs, drugs and omics files"
         )
-
-    def find(stem: str) -> Path | None:
-        hits = [p for p in path.iterdir() if p.name.split(".")[0] == stem]
-        return hits[0] if hits else None
-
-    pairs, drugs = find("pairs"), find("drugs")
-    if pairs is None or drugs is None:
-        raise DatasetError(f"dataset directory {path} needs pairs.csv (or .parquet) and drugs.csv (or .parquet)")
-    omics = {p.name.split(".")[0].removeprefix("omics_"): p for p in path.iterdir() if p.name.startswith("omics_")}
-    return Dataset.from_files(pairs=pairs, drugs=drugs, omics=omics, cells=find("cells"), name=path.name)
+    path = path.resolve()
+    tables: dict[str, list[Path]] = {}
+    for file in sorted(path.iterdir()):
+        stem = next((file.name.removesuffix(s) for s in SUFFIXES if file.name.endswith(s)), None)
+        if stem in ("pairs", "drugs", "cells") or (stem is not None and stem.startswith("omics_") and "." not in stem):
+            tables.setdefault(stem, []).append(file)
+    for stem, files in tables.items():
+        if len(files) > 1:
+            raise DatasetError(
+                f"dataset directory {path} has {len(files)} {stem} tables: {', '.join(f.name for f in files)}; "
+                "keep one (move or rename the others)"
+            )
+    found = {stem: files[0] for stem, files in tables.items()}
+    if "pairs" not in found or "drugs" not in found:
+        raise DatasetError(
+            f"dataset directory {path} needs pairs.csv (or .tsv, .parquet) and drugs.csv (or .tsv, .parquet)"
+        )
+    omics = {stem.removeprefix("omics_"): file for stem, file in found.items() if stem.startswith("omics_")}
+    return Dataset.from_files(
+        pairs=found["pairs"], drugs=found["drugs"], omics=omics, cells=found.get("cells"), name=path.name, source=path
+    )

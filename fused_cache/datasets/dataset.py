@@ -7,6 +7,8 @@ file fails with the row or column that is wrong instead of deep inside an encode
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,9 @@ import pandas as pd
 
 PAIR_COLUMNS = ("drug_id", "cell_id", "ln_ic50")
 DRUG_COLUMNS = ("drug_id", "smiles")
+MISSING = ("", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "None", "#N/A", "<NA>")
+"""Text read as 'not measured' in numeric columns (labels, omics values); never in id columns, where NA is an id."""
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class DatasetError(ValueError):
@@ -50,9 +55,25 @@ class Dataset:
     cells: pd.DataFrame
     pairs: pd.DataFrame
     omics: Mapping[str, pd.DataFrame]
+    source: Path | None = None
+    """The resolved directory (or pairs file) the tables were read from; None for bundled and in-memory data."""
 
     def __post_init__(self) -> None:
         validate(self)
+
+    @property
+    def key(self) -> str:
+        """What the refs of this dataset's stores are filed under (``refs/<key>/``): the name of a bundled or
+        in-memory dataset, the name plus a hash of the resolved path for data read from files, so that two
+        folders called ``mydata`` are two datasets."""
+        return dataset_key(self.name, self.source)
+
+    def replicates(self) -> pd.DataFrame:
+        """(drug, cell line) pairs measured more than once: how often, and the range of their labels. Training keeps
+        every measurement (the grid holds their mean, weighted by their count: the gradient of separate pairs)."""
+        grouped = self.pairs.groupby(["drug_id", "cell_id"])["ln_ic50"]
+        table = grouped.agg(measurements="size", min="min", max="max").reset_index()
+        return table[table["measurements"] > 1].reset_index(drop=True)
 
     def availability(self) -> pd.DataFrame:
         """Boolean table cell_id x modality: which cell lines have which omics."""
@@ -81,48 +102,117 @@ class Dataset:
         omics: Mapping[str, str | Path] | None = None,
         cells: str | Path | None = None,
         name: str | None = None,
+        source: Path | None = None,
     ) -> Dataset:
         """Load a user dataset from CSV or Parquet files (format in the README, "Bring your own data").
 
         ``pairs`` needs drug_id, cell_id, ln_ic50; ``drugs`` needs drug_id, smiles; each omics file has cell_id as
         its first column and one column per feature. ``cells`` is optional (cell_id, tcga_type); without it the cell
-        lines are those named in the pairs.
+        lines are those named in the pairs. Ids are read as text, exactly as written (``007`` is not ``7``, ``NA``
+        is an id); ``source`` (default: the resolved pairs file) identifies the dataset's stores.
         """
-        pairs_df = _read_table(pairs, "pairs")
-        drugs_df = _read_table(drugs, "drugs")
+        pairs_df = _read_table(pairs, "pairs", ids=("drug_id", "cell_id"))
+        drugs_df = _read_table(drugs, "drugs", ids=("drug_id",))
         omics_df = {}
         for modality, path in (omics or {}).items():
-            matrix = _read_table(path, f"omics {modality!r}")
+            matrix = _read_table(path, f"omics {modality!r}", ids=(0,), matrix=True)
             omics_df[modality] = matrix.set_index(matrix.columns[0]).rename_axis("cell_id")
         _require_columns(pairs_df, PAIR_COLUMNS, "pairs", pairs)
         _require_columns(drugs_df, DRUG_COLUMNS, "drugs", drugs)
-        for frame in (pairs_df, drugs_df):
-            frame["drug_id"] = frame["drug_id"].astype(str)
-        pairs_df["cell_id"] = pairs_df["cell_id"].astype(str)
         if cells is None:
             cells_df = pd.DataFrame({"cell_id": pd.unique(pairs_df["cell_id"])})
         else:
-            cells_df = _read_table(cells, "cells")
+            cells_df = _read_table(cells, "cells", ids=("cell_id",))
             _require_columns(cells_df, ("cell_id",), "cells", cells)
-            cells_df["cell_id"] = cells_df["cell_id"].astype(str)
-        for matrix in omics_df.values():
-            matrix.index = matrix.index.astype(str)
-        return cls(name or Path(pairs).stem, drugs_df, cells_df, pairs_df, omics_df)
+        source = source or Path(pairs).resolve()
+        return cls(name or Path(pairs).stem, drugs_df, cells_df, pairs_df, omics_df, source)
 
 
-def _read_table(path: str | Path, what: str) -> pd.DataFrame:
+def dataset_key(name: str, source: Path | None = None) -> str:
+    """A dataset's identity as a safe folder name: ``name`` alone when it is a plain name and the data has no source
+    on disk, else the name (made safe) and 12 hex digits of a hash of the source path (or of the odd name)."""
+    if source is None and _SAFE_NAME.fullmatch(name):
+        return name
+    label = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-") or "dataset"
+    return f"{label}-{hashlib.sha256(str(source or name).encode()).hexdigest()[:12]}"
+
+
+def _read_table(path: str | Path, what: str, ids: tuple[str | int, ...], matrix: bool = False) -> pd.DataFrame:
+    """A table with its ``ids`` columns (names, or positions) as text and the rest parsed as usual (a ``matrix`` of
+    omics values as floats); any problem that would otherwise surface as a pandas traceback or a quiet change (renamed
+    duplicate columns) is a DatasetError."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{what} file {path} does not exist")
+    if path.is_dir():
+        raise DatasetError(f"{what} file {path} is a directory; it must be a .csv, .tsv or .parquet file")
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{what} file {path} is empty (0 bytes)")
     if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
+        frame = _read_parquet(path, what)
     elif path.suffix in {".csv", ".gz", ".tsv", ".txt"}:
-        frame = pd.read_csv(path, sep="\t" if ".tsv" in path.suffixes or path.suffix == ".txt" else ",")
+        sep = "\t" if ".tsv" in path.suffixes or path.suffix == ".txt" else ","
+        frame = _read_text(path, what, sep, ids, matrix)
     else:
         raise DatasetError(f"{what} file {path}: use .csv, .tsv or .parquet")
     if frame.empty:
         raise DatasetError(f"{what} file {path} has no rows")
+    for column in {frame.columns[c] if isinstance(c, int) else c for c in ids} & set(frame.columns):
+        if pd.api.types.is_float_dtype(frame[column]):
+            example = _show(frame[column].iloc[0])
+            raise DatasetError(
+                f"{what} file {path}: column {column!r} holds floating-point numbers (e.g. {example}), not ids; "
+                "write ids as text or integers"
+            )
+        if pd.api.types.is_integer_dtype(frame[column]):
+            frame[column] = frame[column].astype(str)
     return frame
+
+
+def _read_parquet(path: Path, what: str) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a damaged or foreign file
+        raise DatasetError(f"{what} file {path} cannot be read as Parquet ({type(err).__name__}: {err})") from err
+    _no_repeated_columns(list(frame.columns), what, path)
+    return frame
+
+
+def _read_text(path: Path, what: str, sep: str, ids: tuple[str | int, ...], matrix: bool) -> pd.DataFrame:
+    """CSV/TSV read as text first (pandas would parse an ``NA`` id as NaN, ``007`` as 7 and rename a repeated column
+    ``X`` to ``X.1``); then every other column whose values are all numbers or MISSING markers becomes numeric (in one
+    step for a ``matrix``, which may have thousands of columns)."""
+    try:
+        raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, header=None)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{what} file {path} cannot be read ({type(err).__name__}: {err})") from err
+    header = [str(c) for c in raw.iloc[0]]
+    _no_repeated_columns(header, what, path)
+    frame = raw.iloc[1:].reset_index(drop=True)
+    frame.columns = header
+    id_columns = {header[c] if isinstance(c, int) else c for c in ids}
+    others = [c for c in header if c not in id_columns]
+    block = frame[others].apply(lambda column: column.str.strip())
+    block = block.mask(block.isin(MISSING))
+    if matrix:
+        try:
+            frame[others] = block.astype(np.float64)
+            return frame
+        except ValueError:
+            pass  # a column that is not numeric: left as text below, and named by validate()
+    for column in others:
+        numbers = pd.to_numeric(block[column], errors="coerce")
+        if (numbers.notna() | block[column].isna()).all():
+            frame[column] = numbers
+    return frame
+
+
+def _no_repeated_columns(columns: list[str], what: str, path: Path) -> None:
+    seen: set[str] = set()
+    for column in columns:
+        if column in seen:
+            raise DatasetError(f"{what} file {path} has column {column!r} more than once; keep one")
+        seen.add(column)
 
 
 def _require_columns(frame: pd.DataFrame, needed: Sequence[str], what: str, path: object) -> None:
@@ -141,6 +231,9 @@ def validate(ds: Dataset) -> None:
     _require_columns(ds.pairs, PAIR_COLUMNS, "pairs", ds.name)
     _require_columns(ds.drugs, DRUG_COLUMNS, "drugs", ds.name)
     _require_columns(ds.cells, ("cell_id",), "cells", ds.name)
+    for what, values in (("drugs", ds.drugs["drug_id"]), ("cells", ds.cells["cell_id"]), ("pairs", ds.pairs["drug_id"]),
+                         ("pairs", ds.pairs["cell_id"])):  # fmt: skip
+        _check_ids(ds.name, what, values)
     for what, frame, key in (("drugs", ds.drugs, "drug_id"), ("cells", ds.cells, "cell_id")):
         dup = frame[key][frame[key].duplicated()]
         if len(dup):
@@ -155,7 +248,7 @@ def validate(ds: Dataset) -> None:
         drug, cell = ds.pairs["drug_id"].iloc[row], ds.pairs["cell_id"].iloc[row]
         raise DatasetError(
             f"{ds.name}: pairs row {row} (drug {drug!r}, cell {cell!r})"
-            f" has ln_ic50 {ds.pairs['ln_ic50'].iloc[row]!r}, which is not a finite number; fix or remove that row"
+            f" has ln_ic50 {_show(ds.pairs['ln_ic50'].iloc[row])}, which is not a finite number; fix or remove that row"
         )
     for key, table in (("drug_id", ds.drugs), ("cell_id", ds.cells)):
         unknown = ~ds.pairs[key].isin(table[key])
@@ -165,9 +258,19 @@ def validate(ds: Dataset) -> None:
                 f"{ds.name}: pairs row {row} names {key} {ds.pairs[key].iloc[row]!r}, which is not in the "
                 f"{'drugs' if key == 'drug_id' else 'cells'} table ({int(unknown.sum())} such rows)"
             )
+    copies = np.flatnonzero(ds.pairs.duplicated(keep=False).to_numpy())
+    if len(copies):
+        first = ds.pairs.iloc[copies[0]]
+        twin = next(int(r) for r in copies[1:] if ds.pairs.iloc[r].equals(first))
+        raise DatasetError(
+            f"{ds.name}: pairs rows {copies[0]} and {twin} are identical (drug {first['drug_id']!r}, cell "
+            f"{first['cell_id']!r}, ln_ic50 {_show(first['ln_ic50'])}); remove the copy (a repeated measurement keeps "
+            "its own value, and is kept)"
+        )
     for modality, matrix in ds.omics.items():
         if matrix.empty:
             raise DatasetError(f"{ds.name}: omics {modality!r} matrix is empty")
+        _check_ids(ds.name, f"omics {modality!r}", matrix.index.to_series())
         dup = matrix.index[matrix.index.duplicated()]
         if len(dup):
             raise DatasetError(f"{ds.name}: omics {modality!r} lists cell {dup[0]!r} more than once")
@@ -177,3 +280,34 @@ def validate(ds: Dataset) -> None:
         non_numeric = [c for c, dtype in matrix.dtypes.items() if not pd.api.types.is_numeric_dtype(dtype)]
         if non_numeric:
             raise DatasetError(f"{ds.name}: omics {modality!r} column {non_numeric[0]!r} is not numeric")
+        empty = matrix.index[matrix.isna().all(axis=1).to_numpy()]
+        if len(empty):
+            raise DatasetError(
+                f"{ds.name}: omics {modality!r} row of cell {empty[0]!r} has no value ({len(empty)} such rows); "
+                "remove it: a cell line without data for a modality is left out of that file"
+            )
+
+
+def _show(value: object) -> str:
+    """A value as the user wrote it: 1401.0 or 'high', not np.float64(1401.0)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _check_ids(name: str, what: str, values: pd.Series) -> None:
+    """Ids are non-empty text without surrounding spaces: they are matched exactly, so ' ACH-1' would quietly miss
+    'ACH-1', and a float id (1401.0) is a parsing accident."""
+    text = values.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+    problem = ~text
+    if text.all():
+        problem = (values.str.strip() != values).to_numpy() | (values == "").to_numpy()
+    if not problem.any():
+        return
+    row = int(np.flatnonzero(problem)[0])
+    value, label = values.iloc[row], values.name or "id"
+    if not isinstance(value, str):
+        why = f"is {type(value).__name__} {value!r}, not text; ids are strings (use .astype(str) on integer ids)"
+    elif value == "":
+        why = "is empty; every row needs an id"
+    else:
+        why = f"{value!r} has leading or trailing spaces; remove them (ids are matched exactly)"
+    raise DatasetError(f"{name}: {what} row {row}: {label} {why} ({int(problem.sum())} such rows)")

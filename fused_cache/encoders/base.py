@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from fused_cache.items import Batch, CellBatch, DrugBatch  # encoder inputs live with the dataset layer (items.py)
+
 Entity = Literal["drug", "cell"]
 
 
@@ -27,46 +29,6 @@ class EncoderError(ValueError):
 
 class CheckpointError(EncoderError):
     """A model checkpoint is missing, incomplete or does not match its config; the message names the file or key."""
-
-
-@dataclass(frozen=True)
-class DrugBatch:
-    """Drugs to embed: ids and their SMILES."""
-
-    ids: list[str]
-    smiles: list[str]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def take(self, index: np.ndarray | list[int]) -> DrugBatch:
-        return DrugBatch([self.ids[i] for i in index], [self.smiles[i] for i in index])
-
-    def item_hashes(self) -> list[str]:
-        return [_hash(f"{i}\t{s}".encode()) for i, s in zip(self.ids, self.smiles, strict=True)]
-
-
-@dataclass(frozen=True)
-class CellBatch:
-    """Cell lines to embed: ids, the gene (feature) names and a float32 matrix (n, genes); NaN = not measured."""
-
-    ids: list[str]
-    genes: list[str]
-    values: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def take(self, index: np.ndarray | list[int]) -> CellBatch:
-        return CellBatch([self.ids[i] for i in index], self.genes, self.values[np.asarray(index, dtype=np.int64)])
-
-    def item_hashes(self) -> list[str]:
-        genes = _hash("\t".join(self.genes).encode())
-        rows = np.ascontiguousarray(self.values, dtype="<f4")
-        return [_hash(f"{i}\t{genes}\t".encode() + row.tobytes()) for i, row in zip(self.ids, rows, strict=True)]
-
-
-Batch = DrugBatch | CellBatch
 
 
 @dataclass(frozen=True)
@@ -179,8 +141,14 @@ def weights_file(directory: Path, names: tuple[str, ...], hint: str) -> Path:
     raise CheckpointError(f"checkpoint directory {directory} has no weights ({' or '.join(names)}). {hint}")
 
 
-def invalid_smiles(batch: DrugBatch) -> dict[str, str]:
-    """Drugs whose SMILES RDKit cannot parse; checked here because some models happily embed garbage strings."""
+MAX_SMILES_LENGTH = 1000
+"""The longest SMILES any drug encoder takes (the bundled drugs have at most 179 characters): one item's time is
+bounded, and a pasted sequence or polymer is reported instead of running for hours."""
+
+
+def invalid_smiles(batch: DrugBatch, max_atoms: int | None = None) -> dict[str, str]:
+    """Drugs whose SMILES RDKit cannot parse, is longer than MAX_SMILES_LENGTH, or (``max_atoms``) whose molecule has
+    more heavy atoms than an encoder takes; checked here because some models happily embed garbage strings."""
     from rdkit import Chem, RDLogger
 
     RDLogger.DisableLog("rdApp.*")
@@ -188,8 +156,12 @@ def invalid_smiles(batch: DrugBatch) -> dict[str, str]:
     for drug_id, smiles in zip(batch.ids, batch.smiles, strict=True):
         if not isinstance(smiles, str) or not smiles.strip():
             bad[drug_id] = "empty SMILES"
-        elif Chem.MolFromSmiles(smiles) is None:
+        elif len(smiles) > MAX_SMILES_LENGTH:
+            bad[drug_id] = f"SMILES is {len(smiles)} characters; drug encoders take at most {MAX_SMILES_LENGTH}"
+        elif (mol := Chem.MolFromSmiles(smiles)) is None:
             bad[drug_id] = f"invalid SMILES {smiles!r} (RDKit cannot parse it)"
+        elif max_atoms is not None and mol.GetNumHeavyAtoms() > max_atoms:
+            bad[drug_id] = f"molecule has {mol.GetNumHeavyAtoms()} heavy atoms; this encoder takes at most {max_atoms}"
     return bad
 
 
@@ -206,10 +178,6 @@ def invalid_expression(batch: CellBatch, columns: np.ndarray, model: str) -> dic
         elif not (row > 0).any():
             bad[cell_id] = f"no gene known to {model} is expressed (all zero or unmeasured)"
     return bad
-
-
-def _hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def resolve_checkpoint(encoder: str, checkpoint: str | Path | None, required: list[str], hint: str) -> Path:

@@ -21,12 +21,17 @@ from fused_cache.encoders.base import DrugBatch, Encoder, file_sha256, invalid_s
 
 PAD_LEN = 350
 """ChemNet's input length; longer SMILES would change the padding of their whole batch, so they are rejected."""
+FORWARD_BATCH = 32
+"""Molecules per forward pass, always. oneDNN picks its kernels by shape: a molecule's embedding differed in the last
+bits (up to 6e-6) between passes of 1-3 molecules and larger ones, so a store's bytes depended on --batch-size. With
+one fixed shape (a short pass is padded with copies of its last molecule) they do not."""
 
 
 class ChemNetEncoder(Encoder):
     name = "chemnet"
     entity = "drug"
     dim = 512
+    version = 2  # 2: forward passes of FORWARD_BATCH molecules, whatever the build's batch size
 
     def __init__(self, device: str = "auto") -> None:
         spec = importlib.util.find_spec("fcd")
@@ -64,9 +69,15 @@ class ChemNetEncoder(Encoder):
             self._device = select_device(self._device_name)
             self._model = load_ref_model().to(self._device).eval()
         onehot = np.stack([get_one_hot(_canonical(s), pad_len=PAD_LEN) for s in batch.smiles])
-        x = torch.from_numpy(onehot).transpose(1, 2).float().to(self._device)
-        with inference(self._device):
-            return self._model(x).float().cpu().numpy()
+        out = []
+        for start in range(0, len(onehot), FORWARD_BATCH):
+            chunk = onehot[start : start + FORWARD_BATCH]
+            n = len(chunk)
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], FORWARD_BATCH - n, axis=0)])
+            x = torch.from_numpy(chunk).transpose(1, 2).float().to(self._device)
+            with inference(self._device):
+                out.append(self._model(x).float().cpu().numpy()[:n])
+        return np.concatenate(out)
 
 
 @lru_cache(maxsize=1 << 16)
