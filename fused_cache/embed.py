@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fused_cache.datasets import DatasetError
+from fused_cache.datasets.dataset import dataset_key
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,13 @@ class Items:
     drugs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["drug_id", "smiles"]))
     cells: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["cell_id"]))
     omics: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    source: Path | None = None
+    """No folder on disk: the store's ref is kept under the name."""
+
+    @property
+    def key(self) -> str:
+        """Where the store's ref is kept: under the input's name, like a dataset with no source folder."""
+        return dataset_key(self.name)
 
 
 def read_smiles(path: Path, name: str | None = None) -> Items:
