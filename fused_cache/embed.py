@@ -26,12 +26,12 @@ class Items:
     cells: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["cell_id"]))
     omics: Mapping[str, pd.DataFrame] = field(default_factory=dict)
     source: Path | None = None
-    """Items have no dataset directory: their refs are filed under their name alone."""
+    """No folder on disk: the store's ref is kept under the name."""
 
     @property
     def key(self) -> str:
-        """What the store's ref is filed under (``refs/<key>/``), as ``Dataset.key``."""
-        return dataset_key(self.name, self.source)
+        """Where the store's ref is kept: under the input's name, like a dataset with no source folder."""
+        return dataset_key(self.name)
 
 
 def read_smiles(path: Path, name: str | None = None) -> Items:

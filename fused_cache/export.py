@@ -59,10 +59,10 @@ def metadata(entity: str, ids: np.ndarray, dataset: Dataset | None) -> pd.DataFr
 
 
 def table(store: Store) -> pd.DataFrame:
-    """Embeddings indexed by id, one column per named feature."""
-    frame = store.to_pandas()
-    frame.columns = feature_names(store.manifest)
-    return frame
+    """Embeddings indexed by id, one column per named feature, once the store verifies (``Store.load``)."""
+    arrays = store.load()
+    index = pd.Index(arrays["ids"], name=f"{store.manifest['entity']}_id")
+    return pd.DataFrame(arrays["embeddings"], index=index, columns=feature_names(store.manifest))
 
 
 def export(store: Store, fmt: str, out: Path, dataset: Dataset | None = None) -> list[Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import subset
+from helpers import subset
 from rdkit import Chem
 
 from fused_cache import build_store

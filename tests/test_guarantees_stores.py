@@ -15,9 +15,8 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import subset
+from helpers import subset, write_dataset
 from test_stores import CountingMorgan
-from train_helpers import write_dataset
 
 import fused_cache.build as build_module
 from fused_cache import build_store, datasets, open_store

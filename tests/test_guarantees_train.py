@@ -14,7 +14,7 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 import pytest
-from train_helpers import small_dataset, tiny_spec
+from helpers import small_dataset, tiny_spec
 
 from fused_cache import build_store, datasets
 from fused_cache.manifest import array_checksum
