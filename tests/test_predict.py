@@ -77,6 +77,9 @@ def test_fit_then_predict_a_training_drug_in_a_fresh_process(
     # the same drug by the default (training drugs, read from the store) gives the same numbers
     default = model.predict().query("drug_id == @drug.drug_id.iloc[0]")
     np.testing.assert_allclose(default["pred_ln_ic50"], here["pred_ln_ic50"], atol=1e-6)
+    code = code.replace(str(fitted), str(tmp_path / "nowhere"))
+    refused = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert refused.returncode == 3 and f"no model directory at {tmp_path / 'nowhere'}" in refused.stderr
     best = there.sort_values("rank_within_drug").iloc[0]
     assert best["pred_ln_ic50"] == there["pred_ln_ic50"].min()
 
