@@ -168,10 +168,12 @@ def time_to(engine: list[dict], reference: dict[str, dict], column: str, better:
 @click.option("--seeds", default="0,1,2", show_default=True)
 @click.option("--reference-cache", type=click.Path(path_type=Path), default=Path("runs/bench/reference.json"),
               show_default=True)  # fmt: skip
+@click.option("--reference-epochs", default=Reference.max_epochs, show_default=True, help="At most this many epochs of "
+              "the reference (a small number only to try the benchmark out).")  # fmt: skip
 @click.option("--engine", "overrides", multiple=True, help="Engine setting to try instead of the default, e.g. "
               "lr=0.003 (a TrainConfig field; repeat for several).")  # fmt: skip
-def main(lodo_folds: int, seeds: str, reference_cache: Path, overrides: tuple[str, ...]) -> None:
-    ref = Reference()
+def main(lodo_folds: int, seeds: str, reference_cache: Path, reference_epochs: int, overrides: tuple[str, ...]) -> None:
+    ref = Reference(max_epochs=reference_epochs)
     config = TrainConfig()
     for item in overrides:
         key, value = item.split("=", 1)
