@@ -21,6 +21,8 @@ import numpy as np
 
 from fused_cache.manifest import now
 from fused_train.engine import Execution, resolve_precision
+from fused_train.models.registry import model_class
+from fused_train.models.slots import SlotModel
 from fused_train.runs import RunError, RunSpec, folds_of, load_run_inputs
 from fused_train.saved import FORMAT, publish_dir, save_model, store_records
 
@@ -30,6 +32,8 @@ def fit(
     quiet: bool = False, command: str = "",
 ) -> Path:  # fmt: skip
     """Train ``spec`` (its split is ignored: ``fit``) on all pairs for each of its seeds; save to ``out``."""
+    if not issubclass(model_class(spec.model), SlotModel):
+        raise RunError(f"model {spec.model!r} has no parameters to save; choose a trained model (fused, deepcdr)")
     if out.exists() and any(out.iterdir()):
         raise RunError(f"{out} exists and is not empty; pass another --out or delete it")
     execution = execution or Execution()
