@@ -217,6 +217,8 @@ class Trainer:
     def _step_losses(self, net: SlotModel, scalers: dict, roles: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Per-slot mean squared error (in scaled ln IC50) over the slot's TRAIN cells of the tile."""
         drug, cells = self._inputs(scalers, index)
+        train = (roles == TRAIN) & (self.count > 0)  # (S, A, C)
+        net.set_train_rows(train.any(dim=2), torch.gather(train.any(dim=1), 1, index))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             pred = net(drug, None, cells).float()  # (S, A, c)
         target = self.target[:, index].permute(1, 0, 2)
