@@ -254,6 +254,8 @@ def test_folds_with_dropout_trained_together_match_folds_trained_alone(with_muta
 
 
 def test_dropout_only_in_training_and_reset_slot_clears_running_statistics() -> None:
+    """Dropout draws new masks per training forward and none in eval; reset_slot zeroes that slot's running
+    statistics only; keep_slots keeps the kept slots' buffers and generators with them."""
     shapes = InputShapes(7, "dense", {"expression": 5})
     model = DeepCDRSlots(2, shapes, DeepCDROptions(branch=(8, 4)))
     for s in range(2):
