@@ -244,6 +244,8 @@ class Trainer:
     ) -> torch.Tensor:  # fmt: skip
         """Per-slot mean squared error (in scaled ln IC50) over the slot's TRAIN cells of its tile rows x cols."""
         drug, cells = self._inputs(scalers, cols)
+        train = (roles == TRAIN) & (self.count > 0)  # (S, A, C)
+        net.set_train_rows(train.any(dim=2), torch.gather(train.any(dim=1), 1, cols) & mask.any(dim=1))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             pred = net(drug, rows, cells).float()  # (S, a, c)
         r, c = rows[:, :, None], cols[:, None, :]

@@ -80,7 +80,8 @@ def test_a_registered_toy_model_runs_and_reports(
 def test_model_options_show_each_models_default_and_refuse_foreign_options(trained_on: tuple[str, Path]) -> None:
     cli, runner = make_cli(), CliRunner()
     usage = runner.invoke(cli, ["run", "--help"]).output
-    assert "fused: Hidden widths of the MLP" in usage and "[default: 256,64]" in usage and "[default: 300,100]" in usage
+    assert "fused: Hidden widths of the MLP" in usage and "[default: 256,64]" in usage
+    assert "deepcdr: GCN layer widths" in usage and "[default: 256,256,256,100]" in usage
     dataset, cache = trained_on
     args = ["run", "--model", "fused", "--gcn", "16,8", "--dataset", dataset, "--cache-dir", str(cache)]
     result = runner.invoke(cli, args, standalone_mode=False)

@@ -93,7 +93,7 @@ def test_grid_ranks_settings_by_validation_only(trained_on: tuple[str, Path], tm
 def test_deepcdr_gcn_and_cell_out_train_and_report_per_cell_line(trained_on: tuple[str, Path], tmp_path: Path) -> None:
     dataset, cache = trained_on
     spec = replace(tiny_spec(dataset, split="cell-out", epochs=2), model="deepcdr", drug_encoder="graph",
-                   options={"gcn": [16, 8], "branch": [16, 8], "hidden": [16, 8]})  # fmt: skip
+                   options={"gcn": [16, 8], "branch": [16, 8]})  # fmt: skip
     spec = replace(spec, train=replace(spec.train, precision="bf16"))  # autocast through the sparse GCN
     assert len(train(spec, tmp_path / "run", cache_dir=cache, quiet=True)) == 5
     frame = predictions(tmp_path / "run")

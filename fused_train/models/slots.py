@@ -67,6 +67,11 @@ class SlotModel(nn.Module):
             setattr(self, name, nn.Parameter(param.detach()[keep].clone()))
         self.n_slots = len(keep)
 
+    def set_train_rows(self, drugs: Tensor, cells: Tensor) -> None:
+        """Called by the engine before each training forward: per slot, which drugs (S, A; all drugs of the run) and
+        which cell lines of the coming tile (S, c) have TRAIN pairs in the slot's fold. A model with batch statistics
+        (BatchNorm) computes them on these rows only, so held-out entities influence nothing; others ignore it."""
+
     def forward(self, drug: DrugInput, drug_rows: Tensor | None, cells: dict[str, Tensor]) -> Tensor:
         """Predictions (S, rows, cells) for drug rows ``drug_rows`` (S, r) (all drugs if None) x the cell tile."""
         raise NotImplementedError
