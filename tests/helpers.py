@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from unittest import mock
+
+import pytest
 
 from fused_cache import build_store, datasets
 from fused_cache.datasets import Dataset
@@ -59,3 +63,16 @@ def tiny_spec(dataset: str, split: str = "lodo", epochs: int = 3, **kw: object) 
     train = TrainConfig(max_epochs=epochs, patience=epochs, cells_per_step=16, precision="fp32")
     return RunSpec(model="fused", drug_encoder="morgan", cell_encoder="expression", omics=("methylation",),
                    split=split, dataset=dataset, train=train, options=asdict(TINY), **kw)  # fmt: skip
+
+
+def run_console(main: Callable[[], None], prog: str, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """Run a console command (``fused_cache.cli.main``, ``fused_train.cli.main``) as a user would: its exit code, and
+    stdout + stderr."""
+    with mock.patch.object(sys, "argv", [prog, *args]):
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err

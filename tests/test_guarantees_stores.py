@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import subset, write_dataset
+from helpers import run_console, subset, write_dataset
 from test_stores import CountingMorgan
 
 import fused_cache.build as build_module
@@ -30,15 +28,7 @@ CISPLATIN = "84691"  # RDKit's BCUT2D descriptors are undefined for it
 
 
 def fused_cache(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """Run the ``fused-cache`` console command as a user would: its exit code, and stdout + stderr."""
-    with mock.patch.object(sys, "argv", ["fused-cache", *args]):
-        try:
-            main()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    return run_console(main, "fused-cache", capsys, *args)
 
 
 def flip_byte(path: Path) -> None:

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import small_dataset, tiny_spec
+from helpers import run_console, small_dataset, tiny_spec
 
 from fused_cache import build_store, datasets
 from fused_cache.manifest import array_checksum
@@ -54,15 +52,7 @@ def set_smiles(folder: Path, row: int, smiles: str) -> str:
 
 
 def fused_train(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """Run the ``fused-train`` console command: its exit code, and stdout + stderr."""
-    with mock.patch.object(sys, "argv", ["fused-train", *args]):
-        try:
-            main()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    return run_console(main, "fused-train", capsys, *args)
 
 
 def run_args(folder: Path, cache: Path, out: Path, fold: str = "0") -> list[str]:
