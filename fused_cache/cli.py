@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from fused_cache import datasets
-from fused_cache.console import DATA_ERROR, fail, run_cli
+from fused_cache.console import DATA_ERROR, cache_dir_option, dataset_option, fail, run_cli
 from fused_cache.datasets import DatasetError
 from fused_cache.encoders.base import EncoderError
 from fused_cache.encoders.registry import DEFAULT_ENCODERS, ENCODERS, encoder_class
@@ -30,18 +30,7 @@ from fused_cache.stores import (
     open_store,
 )
 
-_cache_dir = click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Store root (default: $FUSED_CACHE_DIR or user cache).",
-)
-_dataset = click.option(
-    "--dataset",
-    default="gdsc-deepcdr",
-    show_default=True,
-    help="gdsc-deepcdr, gdsc-deepcdr-approx or a data directory.",
-)
+_cache_dir, _dataset = cache_dir_option, dataset_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,6 +9,7 @@ it without importing the other tool's commands.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -24,6 +25,23 @@ def fail(message: str) -> NoReturn:
     """End a command on a data or store problem: one line on stderr, exit code 3."""
     click.echo(f"error: {message}", err=True)
     sys.exit(DATA_ERROR)
+
+
+dataset_option = click.option(
+    "--dataset",
+    default="gdsc-deepcdr",
+    show_default=True,
+    help="gdsc-deepcdr, gdsc-deepcdr-approx or a data directory.",
+)
+"""``--dataset``, as every command of both tools takes it."""
+
+cache_dir_option = click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Store root (default: $FUSED_CACHE_DIR or the user cache).",
+)
+"""``--cache-dir``, as every command of both tools takes it."""
 
 
 def explain(err: Exception) -> str:

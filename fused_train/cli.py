@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from fused_cache.console import cache_dir_option, dataset_option, run_cli
 from fused_cache.datasets import DatasetError
 from fused_cache.logs import add_verbose
 from fused_cache.stores import CorruptStore, StaleStore, StoreNotFound
@@ -103,8 +104,7 @@ def _spec_options(fn: Any) -> Any:
                      help="Store of the expression token: expression, or an scFM (scgpt, scfoundation)."),
         click.option("--omics", default="", help="More cell tokens, comma-separated: methylation,mutation."),
         click.option("--seeds", default="0", show_default=True, help="Split and initialisation seeds, e.g. 0,1,2."),
-        click.option("--dataset", default="gdsc-deepcdr", show_default=True,
-                     help="gdsc-deepcdr, gdsc-deepcdr-approx or a data directory."),
+        dataset_option,
         click.option("--epochs", type=click.IntRange(min=1), default=_TRAIN.max_epochs, show_default=True,
                      help="At most this many epochs per fold."),
         click.option("--patience", type=click.IntRange(min=1), default=_TRAIN.patience, show_default=True,
@@ -119,8 +119,7 @@ def _spec_options(fn: Any) -> Any:
                      show_default=True, help="Validation metric for early stopping and the kept epoch."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=_TRAIN.precision,
                      show_default=True, help="auto = bf16 autocast where the hardware has native bf16, else fp32."),
-        click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-                     help="Store root (default: $FUSED_CACHE_DIR or the user cache)."),
+        cache_dir_option,
         click.option("--slots", type=click.IntRange(min=1), default=_EXECUTION.slots, show_default=True,
                      help="Folds trained together as one batched model."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
@@ -334,18 +333,8 @@ def make_cli() -> click.Group:
     )
     @click.option("--cell-encoder", default="expression", show_default=True, help="Store of the expression token.")
     @click.option("--omics", default="", help="More cell stores, comma-separated: methylation,mutation.")
-    @click.option(
-        "--dataset",
-        default="gdsc-deepcdr",
-        show_default=True,
-        help="gdsc-deepcdr, gdsc-deepcdr-approx or a data directory.",
-    )
-    @click.option(
-        "--cache-dir",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Store root (default: $FUSED_CACHE_DIR or the user cache).",
-    )
+    @dataset_option
+    @cache_dir_option
     @click.option(
         "--export",
         "folder",
@@ -396,7 +385,6 @@ cli = make_cli()
 
 
 def main() -> None:
-    from fused_cache.console import run_cli
     from fused_train.predict import PredictError
     from fused_train.runs import RunError
     from fused_train.saved import ModelDirError
