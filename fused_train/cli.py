@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import shlex
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,18 +28,19 @@ from fused_train.splits import SPLITS, FoldSelectionError
 _TRAIN, _EXECUTION = TrainConfig(), Execution()
 
 
-class _Widths(click.ParamType):
-    """Layer widths as comma-separated integers, e.g. 256,64."""
+class _Numbers(click.ParamType):
+    """Comma-separated numbers of one type, e.g. layer widths 256,64 or candidate weights 0,0.5."""
 
-    name = "widths"
+    def __init__(self, kind: type = int) -> None:
+        self.kind, self.name = kind, "integers" if kind is int else "numbers"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[Any, ...]:
         if isinstance(value, tuple):
             return value
         try:
-            return tuple(int(x) for x in str(value).split(",") if x)
+            return tuple(self.kind(x) for x in str(value).split(",") if x)
         except ValueError:
-            self.fail(f"expected comma-separated integers, got {value!r}", param, ctx)
+            self.fail(f"expected comma-separated {self.name}, got {value!r}", param, ctx)
 
 
 class _Split(click.Choice):
@@ -55,7 +57,7 @@ class _Split(click.Choice):
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    return _Widths().convert(text, None, None)
+    return _Numbers().convert(text, None, None)
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -78,7 +80,7 @@ def _model_options(multiple: bool) -> tuple[list[Callable], list[str]]:
         if len(types) > 1:
             raise TypeError(f"model option {name!r} has different types in {[m for m, _ in pairs]}")
         kind = types.pop()
-        click_type = _Widths() if kind not in (int, float, str, bool) else kind
+        click_type = _Numbers(typing.get_args(kind)[0]) if kind not in (int, float, str, bool) else kind
         text = "; ".join(f"{model}: {opt.help} [default: {_show(opt.default)}]" for model, opt in pairs)
         if multiple:
             text += " Repeat to search over several values."

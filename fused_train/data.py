@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fused_cache.datasets import Dataset
+from fused_cache.datasets import DRUG_ANNOTATIONS, Dataset, drug_annotations
 from fused_cache.stores import StaleStore, Store, build_command, cache_root, check_built_from, open_store
 
 
@@ -68,6 +68,8 @@ class Inputs:
     """Per token: the store's path, version, input_hash and source_hash (what a run records as its provenance)."""
     excluded_pairs: pd.DataFrame | None = None
     """The pairs left out, with drug_id, cell_id, ln_ic50 and the reason."""
+    drug_annotations: dict[str, list[frozenset[str]]] = field(default_factory=dict)
+    """Per annotation of ``DRUG_ANNOTATIONS`` (targets, target_pathway), each drug's set (empty: unknown)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -163,6 +165,9 @@ def load_inputs(
         excluded={str(k): int(v) for k, v in excluded.items()},
         store_versions={name: _record(store) for name, store in opened.items()},
         excluded_pairs=excluded_pairs.reset_index(drop=True),
+        drug_annotations={
+            column: [drug_annotations(dataset.drugs, column)[d] for d in drug_ids] for column in DRUG_ANNOTATIONS
+        },
     )
 
 

@@ -2,14 +2,15 @@
 
 ``runs/<id>/`` holds ``config.json`` (the resolved specification), ``provenance.json`` (the stores trained on: version,
 input hashes; the pairs used, excluded and measured more than once), ``excluded_pairs.csv`` (each pair left out and
-why), ``folds/<fold>.parquet`` (test pairs with the truth and every predictor's prediction: the model and the naive
-baselines), ``curves/<fold>.csv`` (per epoch: optimizer steps, training loss, validation RMSE and PCC), ``run.log``
-(every training session's messages), with ``save_models`` ``models/<fold>/`` (the fold's best-epoch model,
-``fused_train/saved.py``; ``fused_train.load_model`` reads it) and, once summarised, ``metrics.json`` /
-``metrics.csv`` and ``per_drug.csv`` / ``per_cell.csv``. A fold's Parquet file is written last and atomically, so
-its presence means the fold is finished and a rerun skips it; a rerun whose stores or pairs differ from
-``provenance.json`` is refused, so folds trained on different inputs are never pooled. Fold names become file names
-percent-escaped (a drug id may hold ``/``).
+why), ``folds/<fold>.parquet`` (test pairs with the truth, the drug's target pathway where the dataset has one, and
+every predictor's prediction: the model and the naive baselines), ``curves/<fold>.csv`` (per epoch: optimizer steps,
+training loss, validation RMSE and PCC) or, for a fitted model (``neighbours``, ``trees``), ``choices/<fold>.json``
+(what it chose on the fold's validation rows), ``run.log`` (every training session's messages), with ``save_models``
+``models/<fold>/`` (the fold's best-epoch model, ``fused_train/saved.py``; ``fused_train.load_model`` reads it) and,
+once summarised, ``metrics.json`` / ``metrics.csv`` and ``per_drug.csv`` / ``per_cell.csv``. A fold's Parquet file
+is written last and atomically, so its presence means the fold is finished and a rerun skips it; a rerun whose stores
+or pairs differ from ``provenance.json`` is refused, so folds trained on different inputs are never pooled. Fold
+names become file names percent-escaped (a drug id may hold ``/``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ import torch
 from fused_cache import datasets
 from fused_cache.cluster import connect, run_tasks
 from fused_cache.logs import log_to
+from fused_cache.progress import progress
 from fused_train.data import Inputs, load_inputs
 from fused_train.engine import Execution, FoldResult, TrainConfig, Trainer, resolve_precision
 from fused_train.metrics import entity_table, summarise
+from fused_train.models.fitted import FittedModel
 from fused_train.models.naive import NAIVE, naive_predictions
 from fused_train.models.registry import make_options, model_class, options_json
 from fused_train.models.slots import SlotModel
@@ -270,7 +273,19 @@ def _train_folds(
     wanted = set(names)
     folds = [f for f in folds_of(spec, inputs) if f.name in wanted]
     count, target = inputs.grid()
-    if not issubclass(model_class(spec.model), SlotModel):  # nothing to train: the naive predictors only
+    cls = model_class(spec.model)
+    if issubclass(cls, FittedModel):
+        model = cls(make_options(spec.model, spec.options))
+        (run_dir / "choices").mkdir(exist_ok=True)
+        bar = progress(len(folds), "fitting", "folds", quiet)
+        for f in folds:
+            grid, choices = model.predict(inputs, f)
+            _atomic_text(run_dir / "choices" / f"{fold_file(f.name)}.json", json.dumps(choices, indent=2))
+            _write_fold(run_dir, inputs, f, {spec.model: grid}, naive_predictions(count, target, f.roles), None)
+            bar.update()
+        bar.close()
+        return
+    if not issubclass(cls, SlotModel):  # nothing to train: the naive predictors only
         for f in folds:
             _write_fold(run_dir, inputs, f, {}, naive_predictions(count, target, f.roles), None)
         return
@@ -300,6 +315,9 @@ def _write_fold(
     frame = pairs.loc[test, columns].reset_index(drop=True)
     frame.insert(0, "fold", fold.name)
     frame.insert(1, "seed", fold.seed)
+    pathways = inputs.drug_annotations.get("target_pathway")
+    if pathways and any(pathways):  # travels with the predictions: the report breaks LODO results down by it
+        frame["target_pathway"] = [";".join(sorted(pathways[i])) for i in d[test]]
     for name, grid in {**model, **naive}.items():
         frame[f"pred_{name}"] = grid[d[test], c[test]]
     if result is not None:

@@ -42,7 +42,7 @@ def write_dataset(ds: Dataset, folder: Path) -> Path:
     """Write a dataset in the documented directory format (what a user brings)."""
     folder.mkdir(parents=True, exist_ok=True)
     ds.pairs.to_parquet(folder / "pairs.parquet", index=False)
-    ds.drugs[["drug_id", "name", "smiles"]].to_parquet(folder / "drugs.parquet", index=False)
+    ds.drugs[[c for c in ds.drugs.columns if c != "gdsc_drug_ids"]].to_parquet(folder / "drugs.parquet", index=False)
     ds.cells.to_parquet(folder / "cells.parquet", index=False)
     for modality, matrix in ds.omics.items():
         matrix.reset_index().to_parquet(folder / f"omics_{modality}.parquet", index=False)

@@ -12,9 +12,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from fused_cache.datasets.dataset import Dataset, DatasetError, Exclusions, dataset_key
+from fused_cache.datasets.dataset import (
+    DRUG_ANNOTATIONS,
+    Dataset,
+    DatasetError,
+    Exclusions,
+    dataset_key,
+    drug_annotations,
+)
 
-__all__ = ["BUNDLED", "DEEPCDR_TCGA_LABELS", "Dataset", "DatasetError", "Exclusions", "key_of", "load"]
+__all__ = [
+    "BUNDLED", "DEEPCDR_TCGA_LABELS", "DRUG_ANNOTATIONS", "Dataset", "DatasetError", "Exclusions", "drug_annotations",
+    "key_of", "load",
+]  # fmt: skip
 
 _GDSC_DIR = Path(__file__).parent / "gdsc_deepcdr"
 BUNDLED = ("gdsc-deepcdr", "gdsc-deepcdr-approx")

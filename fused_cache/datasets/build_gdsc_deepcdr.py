@@ -35,9 +35,18 @@ def _drugs(src: Path) -> tuple[pd.DataFrame, dict[str, str]]:
             "drug_id": list(grouped.groups),
             "gdsc_drug_ids": [";".join(g["drug_id"].astype(str)) for _, g in grouped],
             "name": [" / ".join(dict.fromkeys(g["Name"])) for _, g in grouped],
+            "targets": [_joined(g["Targets"], split=",") for _, g in grouped],
+            "target_pathway": [_joined(g["Target pathway"]) for _, g in grouped],
         }
     ).merge(smiles, on="drug_id", how="left", validate="one_to_one")
     return drugs.sort_values("drug_id", key=lambda s: s.astype(int)).reset_index(drop=True), gdsc_to_cid
+
+
+def _joined(values: pd.Series, split: str | None = None) -> str:
+    """The distinct annotations of a CID's GDSC rows, ';'-joined in order of appearance ('' when none): GDSC lists
+    targets comma-separated, and one pathway name ("Other, kinases") holds a comma, so ';' is the separator."""
+    parts = [p.strip() for v in values.dropna() for p in (v.split(split) if split else [v])]
+    return ";".join(dict.fromkeys(p for p in parts if p))
 
 
 def _cells(src: Path) -> pd.DataFrame:

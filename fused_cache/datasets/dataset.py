@@ -18,6 +18,9 @@ import pandas as pd
 
 PAIR_COLUMNS = ("drug_id", "cell_id", "ln_ic50")
 DRUG_COLUMNS = ("drug_id", "smiles")
+DRUG_ANNOTATIONS = ("targets", "target_pathway")
+"""Optional drug columns: known targets and target pathways, ';'-separated text ('' or missing: unknown). For a new
+compound they are normally known, so they are inputs like the SMILES, not labels."""
 MISSING = ("", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "None", "#N/A", "<NA>")
 """Text read as 'not measured' in numeric columns (labels, omics values); never in id columns, where NA is an id."""
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -45,9 +48,10 @@ class Exclusions:
 class Dataset:
     """Tables of one dataset.
 
-    ``drugs``: drug_id, smiles (+ optional name, gdsc_drug_ids). ``cells``: cell_id (+ optional tcga_type).
-    ``pairs``: drug_id, cell_id, ln_ic50 (+ optional gdsc_drug_id). ``omics``: modality -> matrix indexed by cell_id,
-    one column per feature (gene); a cell line missing from a matrix has no data for that modality.
+    ``drugs``: drug_id, smiles (+ optional name, gdsc_drug_ids and the ``DRUG_ANNOTATIONS``). ``cells``: cell_id
+    (+ optional tcga_type). ``pairs``: drug_id, cell_id, ln_ic50 (+ optional gdsc_drug_id). ``omics``: modality ->
+    matrix indexed by cell_id, one column per feature (gene); a cell line missing from a matrix has no data for that
+    modality.
     """
 
     name: str
@@ -106,10 +110,11 @@ class Dataset:
     ) -> Dataset:
         """Load a user dataset from CSV or Parquet files (format in the README, "Bring your own data").
 
-        ``pairs`` needs drug_id, cell_id, ln_ic50; ``drugs`` needs drug_id, smiles; each omics file has cell_id as
-        its first column and one column per feature. ``cells`` is optional (cell_id, tcga_type); without it the cell
-        lines are those named in the pairs. Ids are read as text, exactly as written (``007`` is not ``7``, ``NA``
-        is an id); ``source`` (default: the resolved pairs file) identifies the dataset's stores.
+        ``pairs`` needs drug_id, cell_id, ln_ic50; ``drugs`` needs drug_id, smiles (optional: targets, target_pathway,
+        ';'-separated); each omics file has cell_id as its first column and one column per feature. ``cells`` is
+        optional (cell_id, tcga_type); without it the cell lines are those named in the pairs. Ids are read as text,
+        exactly as written (``007`` is not ``7``, ``NA`` is an id); ``source`` (default: the resolved pairs file)
+        identifies the dataset's stores.
         """
         pairs_df = _read_table(pairs, "pairs", ids=("drug_id", "cell_id"))
         drugs_df = _read_table(drugs, "drugs", ids=("drug_id",))
@@ -238,6 +243,12 @@ def validate(ds: Dataset) -> None:
         dup = frame[key][frame[key].duplicated()]
         if len(dup):
             raise DatasetError(f"{ds.name}: {what} table lists {key} {dup.iloc[0]!r} more than once")
+    for column in set(DRUG_ANNOTATIONS) & set(ds.drugs.columns):
+        text = ds.drugs[column].map(lambda v: isinstance(v, str) or v is None or (isinstance(v, float) and np.isnan(v)))
+        if not text.all():
+            row = int(np.flatnonzero(~text.to_numpy())[0])
+            raise DatasetError(f"{ds.name}: drug {ds.drugs['drug_id'].iloc[row]!r} has {column} "
+                               f"{ds.drugs[column].iloc[row]}; expected ';'-separated names (text)")  # fmt: skip
     bad_smiles = ds.drugs["smiles"].isna() | (ds.drugs["smiles"].astype(str).str.strip() == "")
     if bad_smiles.any():
         raise DatasetError(f"{ds.name}: drug {ds.drugs['drug_id'][bad_smiles].iloc[0]!r} has an empty SMILES")
@@ -311,3 +322,14 @@ def _check_ids(name: str, what: str, values: pd.Series) -> None:
     else:
         why = f"{value!r} has leading or trailing spaces; remove them (ids are matched exactly)"
     raise DatasetError(f"{name}: {what} row {row}: {label} {why} ({int(problem.sum())} such rows)")
+
+
+def drug_annotations(drugs: pd.DataFrame, column: str) -> dict[str, frozenset[str]]:
+    """Per drug id, the set of its ``column`` annotations (``DRUG_ANNOTATIONS``); empty when unknown or absent."""
+    if column not in drugs.columns:
+        return {str(d): frozenset() for d in drugs["drug_id"]}
+    values = drugs[column].where(drugs[column].notna(), "").astype(str)
+    return {
+        str(d): frozenset(p.strip() for p in v.split(";") if p.strip())
+        for d, v in zip(drugs["drug_id"], values, strict=True)
+    }

@@ -7,8 +7,8 @@ are all derived from this list:
   ``fused-train run --model NAME`` exposes every field as ``--field-name``.
 - ``drug_inputs``: the drug store kinds it accepts, ``"dense"`` (an (n, d) embedding) and/or ``"graph"`` (ragged atom
   graphs, the ``graph`` store).
-- A ``SlotModel`` subclass is trained by the batched engine; any other class (the naive predictors) is fitted by
-  ``runs.py`` directly and has no parameters to train.
+- A ``SlotModel`` subclass is trained by the batched engine; a ``FittedModel`` subclass (``models/fitted.py``) is
+  fitted per fold by its own ``predict``; ``NaiveOnly`` runs the naive predictors alone.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ MODELS: dict[str, str] = {
     "fused": "fused_train.models.fused:FusedSlots",
     "deepcdr": "fused_train.models.deepcdr:DeepCDRSlots",
     "naive": "fused_train.models.naive:NaiveOnly",
+    "neighbours": "fused_train.models.neighbours:Neighbours",
+    "trees": "fused_train.models.trees:Trees",
 }
 
 
@@ -53,7 +55,7 @@ class Option:
 
 
 def options_of(name: str) -> list[Option]:
-    """The options of a model: name, type (int, float, str, bool, or tuple[int, ...] for layer widths), default."""
+    """The options of a model: name, type (int, float, str, bool, or a tuple of ints or floats), default."""
     cls = model_class(name).Options
     hints = typing.get_type_hints(cls)
     return [Option(f.name, hints[f.name], f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]

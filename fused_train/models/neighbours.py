@@ -1,0 +1,205 @@
+"""Neighbours: a drug's cell-line profile from the drugs it resembles, built for drugs never seen in training (LODO).
+
+Per drug, responses are standardised over its fitting cell lines, z(d, c) = (y(d, c) - level_d) / scale_d. The
+cell-line profile base(c) = mean over drugs of z(d, c) says which lines are sensitive to drugs in general (the
+cell-line mean, with every drug counted on one scale); a drug's residual r(d, c) = z(d, c) - base(c) is what is
+specific to it. Drug q is predicted from the residuals of the reference drugs (every other drug with fitting rows),
+each profile a weighted mean per cell line over the references measured there:
+
+    z(q, c) = base(c) + a * P(q, c) + b * S_k(q, c) + t * T(q, c)
+
+    P    drugs sharing a target pathway with q (equal weights)
+    S_k  the k drugs most similar to q in the drug store (cosine of embeddings standardised on the references;
+         Tanimoto for 0/1 fingerprints), weighted by similarity
+    T    drugs sharing a target with q, weighted by the Jaccard index of the target sets
+
+and ln IC50 = level_q + scale_q * z(q, c), with q's own level and scale when it has fitting rows, the S_k-weighted mean
+of its neighbours' otherwise (these set the pooled metrics only; a per-drug PCC does not depend on them).
+
+k, a, b and t are chosen per fold by the mean per-drug PCC on validation rows, everything fitted on TRAIN rows only;
+the prediction then refits on TRAIN + VAL rows. A drug is never its own reference, so a held-out drug's labels are
+never read. Annotations come from the dataset's drugs table (``targets``, ``target_pathway``); a drug without them has
+P = T = 0.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fused_train.data import Inputs
+from fused_train.models.fitted import FittedModel
+from fused_train.models.registry import ModelError, option
+from fused_train.splits import TRAIN, VAL, Fold
+
+PROFILES = ("pathway", "similar", "targets")
+"""The residual profiles added to the cell-line profile, in the order of their weights a, b, t."""
+
+
+@dataclass(frozen=True)
+class NeighboursOptions:
+    k: tuple[int, ...] = option((3, 5, 10, 20), "Candidate numbers of most similar drugs; chosen on validation.")
+    weights: tuple[float, ...] = option(
+        (0.0, 0.1, 0.2, 0.3, 0.5, 0.8), "Candidate weights of each residual profile; chosen on validation."
+    )
+
+    def __post_init__(self) -> None:
+        if not self.k or min(self.k) < 1:
+            raise ModelError(f"--k needs numbers of neighbours >= 1, got {self.k}")
+        if not self.weights or not all(np.isfinite(w) and w >= 0 for w in self.weights):
+            raise ModelError(f"--weights needs finite weights >= 0, got {self.weights}")
+
+
+@dataclass(frozen=True)
+class Standardised:
+    """The fitting rows of a fold on one scale per drug (see the module docstring)."""
+
+    level: np.ndarray  # (A,) mean ln IC50 per drug, 0 without fitting rows
+    scale: np.ndarray  # (A,) sd per drug (1 when undefined)
+    base: np.ndarray  # (C,) cell-line profile
+    residual: np.ndarray  # (A, C) z - base where fitted, 0 elsewhere
+    measured: np.ndarray  # (A, C) 1.0 where fitted
+    fitted: np.ndarray  # (A,) drugs with fitting rows
+
+    @classmethod
+    def fit(cls, weight: np.ndarray, target: np.ndarray) -> Standardised:
+        """From the fitting weights (measurement counts, 0 outside the fitting rows) and the grid's mean ln IC50."""
+        n = weight.sum(axis=1)
+        fitted = n > 0
+        level = np.divide((weight * target).sum(axis=1), n, out=np.zeros_like(n), where=fitted)
+        var = np.divide((weight * (target - level[:, None]) ** 2).sum(axis=1), n, out=np.zeros_like(n), where=fitted)
+        scale = np.where(var > 0, np.sqrt(var), 1.0)
+        measured = (weight > 0).astype(np.float64)
+        z = measured * (target - level[:, None]) / scale[:, None]
+        per_cell = measured.sum(axis=0)
+        base = np.divide(z.sum(axis=0), per_cell, out=np.zeros_like(per_cell), where=per_cell > 0)
+        return cls(level, scale, base, measured * (z - base), measured, fitted)
+
+    def profile(self, weights: np.ndarray) -> np.ndarray:
+        """(A, C): per drug (row of ``weights``, over reference drugs), the weighted mean residual per cell line."""
+        total = weights @ self.measured
+        return np.divide(weights @ self.residual, total, out=np.zeros_like(total), where=total > 0)
+
+
+def similarity(x: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """(A, A) drug similarity: Tanimoto for 0/1 fingerprints, else cosine of features standardised on the references."""
+    if np.isin(x, (0, 1)).all():
+        bits = x.astype(np.float64)
+        shared = bits @ bits.T
+        size = bits.sum(axis=1)
+        union = size[:, None] + size[None, :] - shared
+        return np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
+    mean, sd = x[references].mean(axis=0), x[references].std(axis=0)
+    scaled = (x - mean) / np.where(sd > 0, sd, 1.0)
+    norm = np.linalg.norm(scaled, axis=1, keepdims=True)
+    unit = scaled / np.where(norm > 0, norm, 1.0)
+    return unit @ unit.T
+
+
+def top_k(sim: np.ndarray, references: np.ndarray, k: int) -> np.ndarray:
+    """(A, A) weights of each drug's k most similar references (never itself): similarity, floored at 1e-3."""
+    candidates = np.where(references[None, :] & ~np.eye(len(sim), dtype=bool), sim, -np.inf)
+    order = np.argsort(-candidates, axis=1, kind="stable")[:, :k]
+    rows = np.arange(len(sim))[:, None]
+    chosen = candidates[rows, order]
+    weights = np.zeros_like(sim)
+    weights[rows, order] = np.where(np.isfinite(chosen), np.clip(chosen, 0, None) + 1e-3, 0.0)
+    return weights
+
+
+def shared_annotations(sets: list[frozenset[str]], jaccard: bool) -> np.ndarray:
+    """(A, A): 1 (or the Jaccard index) where two drugs share an annotation, 0 on the diagonal."""
+    vocabulary = sorted(set().union(*sets))
+    onehot = np.array([[v in s for v in vocabulary] for s in sets], dtype=np.float64).reshape(len(sets), -1)
+    shared = onehot @ onehot.T
+    if jaccard:
+        size = onehot.sum(axis=1)
+        union = size[:, None] + size[None, :] - shared
+        out = np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
+    else:
+        out = (shared > 0).astype(np.float64)
+    np.fill_diagonal(out, 0.0)
+    return out
+
+
+def row_pcc(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, the PCC of ``pred`` and ``truth`` over the columns in ``mask`` (NaN with < 3 columns or no spread)."""
+    n = mask.sum(axis=1)
+    safe = np.maximum(n, 1)
+    p = np.where(mask, pred - (pred * mask).sum(axis=1, keepdims=True) / safe[:, None], 0)
+    t = np.where(mask, truth - (truth * mask).sum(axis=1, keepdims=True) / safe[:, None], 0)
+    denominator = np.sqrt((p * p).sum(axis=1) * (t * t).sum(axis=1))
+    out = np.full(len(pred), np.nan)
+    ok = (n >= 3) & (denominator > 1e-12)
+    out[ok] = (p * t).sum(axis=1)[ok] / denominator[ok]
+    return out
+
+
+class Neighbours(FittedModel):
+    Options = NeighboursOptions
+    drug_inputs = ("dense",)
+
+    def predict(self, inputs: Inputs, fold: Fold) -> tuple[np.ndarray, dict[str, Any]]:
+        count, target = inputs.grid()
+        target = target.astype(np.float64)
+        pathways, targets = (inputs.drug_annotations[c] for c in ("target_pathway", "targets"))
+        shared = {"pathway": shared_annotations(pathways, False), "targets": shared_annotations(targets, True)}
+        chosen, score, n_queries = self._choose(inputs, fold, count, target, shared)
+        fitted = Standardised.fit(count * np.isin(fold.roles, (TRAIN, VAL)), target)
+        z, neighbours = self._z(inputs.drug, fitted, shared, chosen)
+        level = np.where(fitted.fitted, fitted.level, _weighted(neighbours, fitted.level, fitted.fitted))
+        scale = np.where(fitted.fitted, fitted.scale, _weighted(neighbours, fitted.scale, fitted.fitted))
+        grid = (level[:, None] + scale[:, None] * z).astype(np.float32)
+        return grid, chosen | {"validation per-drug PCC": score, "validation drugs": n_queries}
+
+    def _z(
+        self, x: np.ndarray, fitted: Standardised, shared: dict[str, np.ndarray], chosen: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised predictions of every drug with the chosen setting, and its neighbour weights."""
+        references = fitted.fitted
+        neighbours = top_k(similarity(x, references), references, chosen["k"])
+        profiles = {
+            "pathway": fitted.profile(shared["pathway"] * references),
+            "similar": fitted.profile(neighbours),
+            "targets": fitted.profile(shared["targets"] * references),
+        }
+        z = fitted.base[None, :] + sum(chosen[name] * profiles[name] for name in PROFILES)
+        return z, neighbours
+
+    def _choose(
+        self, inputs: Inputs, fold: Fold, count: np.ndarray, target: np.ndarray, shared: dict[str, np.ndarray]
+    ) -> tuple[dict[str, Any], float, int]:
+        """k and the profile weights with the best mean per-drug PCC on validation rows (TRAIN rows fitted)."""
+        validation = (fold.roles == VAL) & (count > 0)
+        queries = np.flatnonzero(validation.sum(axis=1) >= 3)
+        if not len(queries):
+            raise ModelError(
+                f"fold {fold.name}: no drug has 3 or more validation cell lines to choose k and the weights on; "
+                "use a larger dataset or another split"
+            )
+        fitted = Standardised.fit(count * (fold.roles == TRAIN), target)
+        references = fitted.fitted
+        sim = similarity(inputs.drug, references)
+        mask, truth = validation[queries], target[queries]
+        base = np.broadcast_to(fitted.base, truth.shape)
+        pathway = fitted.profile(shared["pathway"][queries] * references)
+        targets = fitted.profile(shared["targets"][queries] * references)
+        best: tuple[float, dict[str, Any]] = (-np.inf, {})
+        for k in self.options.k:
+            similar = fitted.profile(top_k(sim, references, k)[queries])
+            for a, b, t in itertools.product(self.options.weights, repeat=3):
+                score = np.nanmean(row_pcc(base + a * pathway + b * similar + t * targets, truth, mask))
+                if score > best[0]:
+                    best = (float(score), {"k": k, "pathway": a, "similar": b, "targets": t})
+        if not best[1]:
+            raise ModelError(f"fold {fold.name}: no validation drug has a defined PCC to choose the setting on")
+        return best[1], best[0], len(queries)
+
+
+def _weighted(weights: np.ndarray, values: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    """Per drug, the weighted mean of its neighbours' values (the fitted drugs' mean when it has none)."""
+    total = weights.sum(axis=1)
+    return np.divide(weights @ values, total, out=np.full(len(values), values[fitted].mean()), where=total > 0)

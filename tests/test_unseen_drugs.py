@@ -1,0 +1,156 @@
+"""Predictors for drugs never seen in training (LODO): drug annotations as inputs, the neighbours model and the tuned
+tree baseline. Each keeps the rules: choices on validation drugs, the held-out drug's labels never read."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from scipy.stats import pearsonr
+
+from fused_cache import datasets
+from fused_cache.datasets import Dataset, DatasetError
+from fused_train.cli import make_cli
+from fused_train.data import Inputs
+from fused_train.models.neighbours import Neighbours, NeighboursOptions, row_pcc
+from fused_train.models.trees import Trees, TreesOptions
+from fused_train.runs import RunSpec, folds_of, load_run_inputs
+from fused_train.splits import TEST, make_folds
+
+FAST_TREES = TreesOptions(leaves=(4, 8), max_rounds=30, stop_rounds=5, drug_components=3, cell_components=4)
+
+
+def test_bundled_drugs_carry_their_targets_and_pathway(gdsc: Dataset) -> None:
+    pathways = datasets.drug_annotations(gdsc.drugs, "target_pathway")
+    assert len(pathways) == 223 and all(pathways.values())
+    assert len(set().union(*pathways.values())) == 24
+    assert pathways["5291"] == {"RTK signaling"}  # imatinib, as GDSC files it
+    assert datasets.drug_annotations(gdsc.drugs, "targets")["5291"] == {"ABL", "KIT", "PDGFR"}
+    assert any(len(p) == 2 for p in pathways.values())  # a CID with two GDSC ids keeps both annotations
+
+
+def test_user_drugs_may_bring_annotations_as_text(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("drug_id,cell_id,ln_ic50\nd1,c1,1.0\nd2,c1,2.0\n")
+    drugs = tmp_path / "drugs.csv"
+    drugs.write_text("drug_id,smiles,targets,target_pathway\nd1,CCO,EGFR;ERBB2,EGFR signaling\nd2,CCN,,\n")
+    ds = Dataset.from_files(pairs, drugs)
+    assert datasets.drug_annotations(ds.drugs, "targets") == {"d1": {"EGFR", "ERBB2"}, "d2": frozenset()}
+    drugs.write_text("drug_id,smiles,targets\nd1,CCO,EGFR\nd2,CCN,7\n")  # CSV is read as text: '7' names a target
+    assert datasets.drug_annotations(Dataset.from_files(pairs, drugs).drugs, "targets")["d2"] == {"7"}
+    numbers = tmp_path / "drugs.parquet"
+    pd.DataFrame({"drug_id": ["d1", "d2"], "smiles": ["CCO", "CCN"], "target_pathway": [np.nan, 7.0]}).to_parquet(
+        numbers
+    )
+    with pytest.raises(DatasetError, match="drug 'd2' has target_pathway 7.0; expected ';'-separated names"):
+        Dataset.from_files(pairs, numbers)
+
+
+def test_row_pcc_is_pearson_over_the_masked_columns() -> None:
+    rng = np.random.default_rng(0)
+    pred, truth = rng.normal(size=(3, 12)), rng.normal(size=(3, 12))
+    mask = rng.random((3, 12)) > 0.3
+    mask[2] = False
+    mask[2, :2] = True  # too few columns: undefined
+    out = row_pcc(pred, truth, mask)
+    for i in range(2):
+        assert out[i] == pytest.approx(pearsonr(pred[i, mask[i]], truth[i, mask[i]])[0])
+    assert np.isnan(out[2])
+
+
+def _planted(n_pathways: int = 4, per_pathway: int = 6, n_cells: int = 60, seed: int = 0) -> Inputs:
+    """Drugs whose cell-line profiles are a shared cell effect plus a profile of their target pathway plus noise:
+    the pathway profile predicts an unseen drug, the plain cell-line mean only partly."""
+    rng = np.random.default_rng(seed)
+    n = n_pathways * per_pathway
+    pathway = np.repeat(np.arange(n_pathways), per_pathway)
+    y = rng.normal(size=n_cells)[None, :] + 2 * rng.normal(size=(n_pathways, n_cells))[pathway]
+    y = y + 0.3 * rng.normal(size=(n, n_cells)) + rng.normal(size=n)[:, None]
+    drug_ids, cell_ids = np.array([f"d{i:02d}" for i in range(n)]), np.array([f"c{j:02d}" for j in range(n_cells)])
+    d, c = np.indices(y.shape).reshape(2, -1)
+    pairs = pd.DataFrame({"drug_id": drug_ids[d], "cell_id": cell_ids[c], "ln_ic50": y.ravel(), "drug_index": d,
+                          "cell_index": c})  # fmt: skip
+    names = [frozenset({f"pathway {p}"}) for p in pathway]
+    cells = {"expression": rng.normal(size=(n_cells, 8)).astype(np.float32)}
+    annotations = {"target_pathway": names, "targets": [frozenset()] * n}
+    drug_x = rng.normal(size=(n, 5)).astype(np.float32)
+    groups = np.full(n_cells, "")
+    return Inputs("planted", drug_ids, cell_ids, drug_x, cells, pairs, groups, drug_annotations=annotations)
+
+
+def _lodo_folds(inputs: Inputs) -> list:
+    count, _ = inputs.grid()
+    return make_folds("lodo", count, inputs.drug_ids, inputs.cell_groups, seed=0, val_fraction=0.25)
+
+
+def test_neighbours_learns_a_planted_pathway_profile_and_beats_the_cell_line_mean() -> None:
+    inputs = _planted()
+    count, target = inputs.grid()
+    model, won = Neighbours(NeighboursOptions()), 0
+    folds = _lodo_folds(inputs)
+    for fold in folds:
+        grid, choices = model.predict(inputs, fold)
+        held = int(np.flatnonzero((fold.roles == TEST).any(axis=1))[0])
+        assert choices["pathway"] > 0
+        train = count * (fold.roles != TEST)
+        cell_mean = (train * target).sum(axis=0) / train.sum(axis=0)
+        won += pearsonr(grid[held], target[held])[0] > pearsonr(cell_mean, target[held])[0] + 0.2
+    assert won == len(folds)
+
+
+@pytest.mark.parametrize("model", [Neighbours(NeighboursOptions()), Trees(FAST_TREES)], ids=["neighbours", "trees"])
+def test_held_out_labels_never_influence_a_fitted_model(model: Neighbours | Trees) -> None:
+    """Scramble the held-out drug's ln IC50: every prediction and every choice stays the same."""
+    inputs = _planted()
+    fold = _lodo_folds(inputs)[5]
+    clean, chosen = model.predict(inputs, fold)
+    pairs = inputs.pairs.copy()
+    held_out = (fold.roles == TEST)[pairs["drug_index"], pairs["cell_index"]]
+    pairs.loc[held_out, "ln_ic50"] = 1e3
+    poisoned, chosen_poisoned = model.predict(replace(inputs, pairs=pairs), fold)
+    np.testing.assert_array_equal(poisoned, clean)
+    assert chosen_poisoned == chosen
+
+
+def test_neighbours_and_trees_run_from_the_command_line(trained_on: tuple[str, Path], tmp_path: Path) -> None:
+    dataset, cache = trained_on
+    cli, runner = make_cli(), CliRunner()
+    base = ["run", "--drug-encoder", "morgan", "--dataset", dataset, "--cache-dir", str(cache), "--omics",
+            "methylation", "--fold", "0-2", "--quiet"]  # fmt: skip
+    for model, extra in (("neighbours", ["--k", "2,3", "--weights", "0,0.5"]), ("trees", ["--max-rounds", "20"])):
+        out = tmp_path / model
+        result = runner.invoke(cli, [*base, "--model", model, *extra, "--out", str(out)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        choices = json.loads(next((out / "choices").glob("*.json")).read_text())
+        assert ("k" in choices) if model == "neighbours" else ("leaves" in choices)
+        frame = pd.concat(pd.read_parquet(p) for p in (out / "folds").glob("*.parquet"))
+        assert frame[f"pred_{model}"].notna().all() and "pred_cell-mean" in frame
+
+
+def test_a_fold_without_validation_drugs_is_refused() -> None:
+    inputs = _planted()
+    fold = _lodo_folds(inputs)[0]
+    roles = np.where(fold.roles == 2, 1, fold.roles).astype(np.int8)
+    with pytest.raises(ValueError, match="no drug has 3 or more validation cell lines"):
+        Neighbours(NeighboursOptions()).predict(inputs, replace(fold, roles=roles))
+    with pytest.raises(ValueError, match="no validation rows"):
+        Trees(FAST_TREES).predict(inputs, replace(fold, roles=roles))
+
+
+def test_no_model_option_shadows_a_run_option() -> None:
+    """A model option named like a run option (--patience, --lr) would silently replace it."""
+    names = [p.name for p in make_cli().commands["run"].params]
+    assert len(names) == len(set(names))
+
+
+def test_runs_on_the_bundled_split_keep_the_held_out_drug_out(trained_on: tuple[str, Path]) -> None:
+    spec = RunSpec(model="neighbours", drug_encoder="morgan", omics=("methylation",), dataset=trained_on[0])
+    inputs = load_run_inputs(spec, trained_on[1])
+    fold = folds_of(spec, inputs)[0]
+    grid, _ = Neighbours(NeighboursOptions(k=(2,))).predict(inputs, fold)
+    assert np.isfinite(grid).all()
