@@ -22,9 +22,9 @@ import torch
 
 from fused_cache import datasets
 from fused_train.data import Inputs, load_inputs
-from fused_train.splits import TEST, TRAIN, VAL, Fold, make_folds
+from fused_train.splits import PILOT, TEST, TRAIN, VAL, Fold, make_folds
 
-ROLES = {"train": TRAIN, "val": VAL, "test": TEST}
+ROLES = {"train": TRAIN, "val": VAL, "test": TEST, "pilot": PILOT}
 
 
 class EmbeddingPairs(torch.utils.data.Dataset):

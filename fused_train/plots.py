@@ -30,12 +30,14 @@ import pandas as pd  # noqa: E402
 from fused_train.metrics import pcc  # noqa: E402
 from fused_train.models.naive import NAIVE  # noqa: E402
 from fused_train.runs import predictions, predictors  # noqa: E402
+from fused_train.splits import SPLITS, drug_blind  # noqa: E402
 from fused_train.stats import entity_pcc, paired_test  # noqa: E402
 
 SPLIT_TITLES = {
     "drug-known": "drug-known (LPO)",
     "lodo": "leave-one-drug-out (LDO)",
     "cell-out": "leave-cell-out (LCO)",
+    **{s: f"LODO with a {s.removeprefix('pilot-')}-cell-line pilot screen" for s in SPLITS if s.startswith("pilot-")},
 }
 BASELINE = {"drug_id": "cell-mean", "cell_id": "drug-mean"}
 """The naive predictor a model's per-entity PCC is compared with: the one that ranks by the other entity's mean."""
@@ -103,7 +105,7 @@ def learning_curves(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] 
     groups = {s: runs for s, runs in groups.items() if runs}
     fig, axes = _grid(max(len(groups), 1), width=5.0, height=3.8)
     for ax, (split, runs) in zip(axes, groups.items(), strict=False):
-        column = "val_drug_pcc" if split == "lodo" else "val_pcc"
+        column = "val_drug_pcc" if drug_blind(split) else "val_pcc"
         for run_dir in runs:
             config = config_of(run_dir)
             curves = [pd.read_csv(f) for f in sorted((run_dir / "curves").glob("*.csv"))]
@@ -111,7 +113,7 @@ def learning_curves(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] 
             ax.plot(mean.index, mean.to_numpy(), label=f"{label(config)} ({_fold_count(config, len(curves))})")
         ax.set_title(SPLIT_TITLES[split])
         ax.set_xlabel("epoch")
-        ax.set_ylabel("per-drug validation PCC" if split == "lodo" else "validation PCC (pooled)")
+        ax.set_ylabel("per-drug validation PCC" if drug_blind(split) else "validation PCC (pooled)")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.suptitle("Mean over all folds at each epoch (a fold that stopped early keeps its last value)")
@@ -230,8 +232,8 @@ def per_tissue(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("p
             ax.scatter(values.to_numpy(), rows, label=name, marker="|" if naive else next(markers),
                        s=90 if naive else 22, color="black" if naive else None, zorder=3)  # fmt: skip
         ax.set_yticks(rows, table.index)
-        metric = {"drug-known": "pooled PCC", "lodo": "mean per-drug PCC", "cell-out": "mean per-cell-line PCC"}
-        ax.set_xlabel(f"{metric[split]} on the TCGA type's cell lines")
+        metric = {"drug-known": "pooled PCC", "cell-out": "mean per-cell-line PCC"}.get(split, "mean per-drug PCC")
+        ax.set_xlabel(f"{metric} on the TCGA type's cell lines")
         ax.set_ylabel("TCGA type (>= 5 cell lines)")
         ax.set_title(SPLIT_TITLES[split])
         ax.grid(alpha=0.3)

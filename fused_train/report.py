@@ -23,6 +23,7 @@ import pandas as pd
 from fused_train import plots
 from fused_train.models.naive import NAIVE
 from fused_train.runs import RunError, predictions, summarise_run
+from fused_train.splits import drug_blind
 from fused_train.stats import METHOD, paired_test
 
 FIGURES = {
@@ -192,7 +193,7 @@ def per_pathway(run_dirs: list[Path]) -> pd.DataFrame:
     reference = plots.BASELINE["drug_id"]
     for run_dir in run_dirs:
         config, frame = plots.config_of(run_dir), predictions(run_dir)
-        if config["split"] != "lodo" or "target_pathway" not in frame:
+        if not drug_blind(config["split"]) or "target_pathway" not in frame:
             continue
         per_drug = pd.read_csv(run_dir / "per_drug.csv", dtype={"drug_id": str})
         per_drug = per_drug.groupby(["predictor", "drug_id"])["pcc"].mean().unstack("predictor")

@@ -41,7 +41,7 @@ from fused_train.models.naive import NAIVE, naive_predictions
 from fused_train.models.registry import make_options, model_class, options_json
 from fused_train.models.slots import SlotModel
 from fused_train.saved import save_model, store_records
-from fused_train.splits import TEST, Fold, make_folds, select
+from fused_train.splits import TEST, Fold, drug_blind, make_folds, select
 from fused_train.stats import compare
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,8 @@ class RunSpec:
 
     @property
     def saves_models_by_default(self) -> bool:
-        """Saving costs one small model per fold: by default for every split but LODO (one per drug)."""
-        return self.split != "lodo"
+        """Saving costs one small model per fold: by default for every split but LODO and pilot-K (one per drug)."""
+        return not drug_blind(self.split)
 
 
 def folds_of(spec: RunSpec, inputs: Inputs) -> list[Fold]:

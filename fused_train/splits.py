@@ -8,6 +8,11 @@ entities never influence training, scaling or selection.
 - ``drug-known``: random grid cells, 5% test stratified by the cell line's TCGA type, validation from the rest.
 - ``lodo``: one fold per drug (= PubChem CID); validation drugs are drawn from the other drugs.
 - ``cell-out``: k folds of cell lines (stratified by TCGA type); validation cell lines from the training ones.
+- ``pilot-K`` (K = 5, 10, 20, 40): LODO with a pilot screen. Of the held-out drug, K measured cell lines drawn at
+  random (seeded by the fold) are PILOT, revealed to the predictor with their ln IC50; the rest are TEST. Each
+  validation drug gets the same: K PILOT cell lines, the rest VAL, so that choices are made as the test is scored.
+  Models that do not read PILOT cells (every model but ``matching``, and the naive predictors) see plain LODO scored
+  on the non-pilot lines.
 - ``fit`` (``fused-train fit``, not a benchmark split): every measured grid cell is TRAIN except a validation share
   for early stopping, drawn like drug-known's; no test.
 """
@@ -20,8 +25,14 @@ import numpy as np
 
 from fused_train.seeding import rng as _rng
 
-UNUSED, TRAIN, VAL, TEST = 0, 1, 2, 3
-SPLITS = ("drug-known", "lodo", "cell-out")
+UNUSED, TRAIN, VAL, TEST, PILOT = 0, 1, 2, 3, 4
+PILOT_SHOTS = (5, 10, 20, 40)
+SPLITS = ("drug-known", "lodo", "cell-out", *(f"pilot-{k}" for k in PILOT_SHOTS))
+
+
+def drug_blind(split: str) -> bool:
+    """Whether the split holds whole drugs out (LODO and its pilot-K variants): their results are per drug."""
+    return split == "lodo" or split.startswith("pilot-")
 
 
 class FoldSelectionError(ValueError):
@@ -36,7 +47,7 @@ class Fold:
     split: str
     seed: int
     roles: np.ndarray
-    """(drugs, cells) int8 of UNUSED/TRAIN/VAL/TEST."""
+    """(drugs, cells) int8 of UNUSED/TRAIN/VAL/TEST/PILOT."""
 
 
 def make_folds(
@@ -51,6 +62,9 @@ def make_folds(
         return [_lodo(measured, drug_ids, d, seed, val_fraction) for d in range(len(drug_ids))]
     if split == "cell-out":
         return _cell_out(measured, cell_groups, seed, val_fraction, n_cell_folds)
+    if split in SPLITS and split.startswith("pilot-"):
+        shots = int(split.removeprefix("pilot-"))
+        return [_pilot(_lodo(measured, drug_ids, d, seed, val_fraction), drug_ids, shots) for d in range(len(drug_ids))]
     if split == "fit":
         return [_fit(measured, cell_groups, seed, val_fraction)]
     raise FoldSelectionError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -117,6 +131,23 @@ def _lodo(measured: np.ndarray, drug_ids: np.ndarray, held_out: int, seed: int, 
     roles[val_drugs] *= VAL
     roles[held_out] *= TEST
     return Fold(f"lodo-seed{seed}-{drug_ids[held_out]}", "lodo", seed, roles)
+
+
+def _pilot(lodo: Fold, drug_ids: np.ndarray, shots: int) -> Fold:
+    """A LODO fold with ``shots`` PILOT cell lines of the held-out drug (from its TEST cells) and of each validation
+    drug (from its VAL cells), drawn by a generator seeded by the fold."""
+    roles = lodo.roles.copy()
+    held_out = int(np.flatnonzero((roles == TEST).any(axis=1))[0])
+    rng = _rng("pilot", lodo.seed, str(drug_ids[held_out]), shots)
+    for drug in [held_out, *np.flatnonzero((roles == VAL).any(axis=1))]:
+        cells = np.flatnonzero(roles[drug] > 0)
+        if drug == held_out and len(cells) < shots + 3:
+            raise FoldSelectionError(
+                f"drug {str(drug_ids[drug])!r} has {len(cells)} measured cell lines; a pilot-{shots} fold needs at "
+                f"least {shots + 3} (the pilot and 3 to score); choose a smaller pilot"
+            )
+        roles[drug, rng.choice(cells, size=min(shots, len(cells)), replace=False)] = PILOT
+    return Fold(f"pilot-{shots}-seed{lodo.seed}-{drug_ids[held_out]}", f"pilot-{shots}", lodo.seed, roles)
 
 
 def _cell_out(measured: np.ndarray, cell_groups: np.ndarray, seed: int, val: float, k: int) -> list[Fold]:

@@ -25,6 +25,7 @@ MODELS: dict[str, str] = {
     "naive": "fused_train.models.naive:NaiveOnly",
     "neighbours": "fused_train.models.neighbours:Neighbours",
     "trees": "fused_train.models.trees:Trees",
+    "matching": "fused_train.models.matching:Matching",
 }
 
 

@@ -1,0 +1,148 @@
+"""Matching: a new drug screened on a few cell lines (a pilot), predicted on the rest from drugs that respond alike.
+
+For the ``pilot-K`` splits. On the scale of ``neighbours.Standardised`` (per drug z-scores; base(c) the cell-line
+profile; r(d, c) = z(d, c) - base(c) what is specific to a drug), the new drug q's pilot gives its own residuals on
+the pilot lines, r_q = z_q - base with q's level and scale taken from the pilot. Reference drugs (every drug with
+fitting rows but q) are ranked by the PCC of their residuals with r_q over the pilot lines they were measured on;
+the m best (positive PCC, weighted by it) give the matched profile M(q, c). With the annotation profiles of
+``neighbours`` (P: same target pathway, T: shared targets):
+
+    z(q, c) = base(c) + b * M_m(q, c) + a * P(q, c) + t * T(q, c)
+
+ln IC50 = level + scale * z, with the level set so that the pilot lines' predictions have the pilot's mean (the
+pilot-adjusted offset) and the pilot's sd as scale.
+
+m, b, a and t are chosen per fold by the mean per-drug PCC on the validation drugs' non-pilot lines, each validation
+drug matched by its own K pilot lines, everything fitted on TRAIN rows; the prediction then refits on every row but
+the held-out drug's. The held-out drug's non-pilot labels are never read.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fused_train.data import Inputs
+from fused_train.models.fitted import FittedModel
+from fused_train.models.neighbours import Standardised, row_pcc, shared_annotations
+from fused_train.models.registry import ModelError, option
+from fused_train.splits import PILOT, TEST, TRAIN, VAL, Fold
+
+
+@dataclass(frozen=True)
+class MatchingOptions:
+    matches: tuple[int, ...] = option((5, 10, 20, 40), "Candidate numbers of matched drugs; chosen on validation.")
+    weights: tuple[float, ...] = option(
+        (0.0, 0.25, 0.5, 0.75, 1.0, 1.5), "Candidate weights of each residual profile; chosen on validation."
+    )
+
+    def __post_init__(self) -> None:
+        if not self.matches or min(self.matches) < 1:
+            raise ModelError(f"--matches needs numbers of drugs >= 1, got {self.matches}")
+        if not self.weights or not all(np.isfinite(w) and w >= 0 for w in self.weights):
+            raise ModelError(f"--weights needs finite weights >= 0, got {self.weights}")
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """Query drugs and their pilot: rows of the grid, which lines were revealed, and the revealed ln IC50."""
+
+    drugs: np.ndarray  # (Q,) drug rows
+    lines: np.ndarray  # (Q, C) bool
+    values: np.ndarray  # (Q, C) ln IC50 on the pilot lines
+
+    def standardised(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per query the pilot's level and scale, and its z-scores on the pilot lines (0 elsewhere)."""
+        n = self.lines.sum(axis=1)
+        level = (self.values * self.lines).sum(axis=1) / n
+        sd = np.sqrt((self.lines * (self.values - level[:, None]) ** 2).sum(axis=1) / n)
+        scale = np.where(sd > 0, sd, 1.0)
+        return level, scale, self.lines * (self.values - level[:, None]) / scale[:, None]
+
+
+def matched_weights(fitted: Standardised, pilot: Pilot, base_z: np.ndarray, m: int) -> np.ndarray:
+    """(Q, A): weights of each query's m best-matching reference drugs (PCC of residuals on the pilot lines)."""
+    residual_q = base_z - fitted.base[None, :]  # (Q, C)
+    weights = np.zeros((len(pilot.drugs), len(fitted.fitted)))
+    references = np.flatnonzero(fitted.fitted)
+    for i, q in enumerate(pilot.drugs):
+        refs = references[references != q]
+        lines = pilot.lines[i][None, :] & (fitted.measured[refs] > 0)
+        match = row_pcc(fitted.residual[refs], np.broadcast_to(residual_q[i], lines.shape), lines)
+        match = np.where(np.isfinite(match), match, -np.inf)
+        best = np.argsort(-match, kind="stable")[:m]
+        weights[i, refs[best]] = np.clip(match[best], 0, None)
+    return weights
+
+
+class Matching(FittedModel):
+    Options = MatchingOptions
+    drug_inputs = ("dense", "graph")  # the drug store is not read: drugs are matched by their pilot responses
+
+    def predict(self, inputs: Inputs, fold: Fold) -> tuple[np.ndarray, dict[str, Any]]:
+        if not fold.split.startswith("pilot-"):
+            raise ModelError(f"the matching model needs a pilot screen: use --split pilot-K, not {fold.split!r}")
+        count, target = inputs.grid()
+        target = target.astype(np.float64)
+        shared = {
+            "pathway": shared_annotations(inputs.drug_annotations["target_pathway"], False),
+            "targets": shared_annotations(inputs.drug_annotations["targets"], True),
+        }
+        held_out = (fold.roles == TEST).any(axis=1)
+        pilot_lines = (fold.roles == PILOT) & (count > 0)
+        val_drugs = np.flatnonzero(pilot_lines.any(axis=1) & ~held_out)
+        chosen, score = self._choose(fold, count, target, shared, self._pilot(val_drugs, pilot_lines, target))
+        weight = count * np.isin(fold.roles, (TRAIN, VAL, PILOT)) * ~held_out[:, None]
+        query = self._pilot(np.flatnonzero(held_out), pilot_lines, target)
+        fitted = Standardised.fit(weight, target)
+        level, scale, z_pilot = query.standardised()
+        z = self._z(fitted, query, z_pilot, shared, chosen)
+        offset = level - scale * (z * query.lines).sum(axis=1) / query.lines.sum(axis=1)
+        grid = np.full(count.shape, np.nan, dtype=np.float32)
+        grid[query.drugs] = offset[:, None] + scale[:, None] * z
+        return grid, chosen | {"validation per-drug PCC": score, "validation drugs": len(val_drugs)}
+
+    @staticmethod
+    def _pilot(drugs: np.ndarray, lines: np.ndarray, target: np.ndarray) -> Pilot:
+        return Pilot(drugs, lines[drugs], target[drugs])
+
+    @staticmethod
+    def _profiles(
+        fitted: Standardised, query: Pilot, z_pilot: np.ndarray, shared: dict[str, np.ndarray], m: int
+    ) -> dict[str, np.ndarray]:
+        references = fitted.fitted
+        return {
+            "matched": fitted.profile(matched_weights(fitted, query, z_pilot, m)),
+            "pathway": fitted.profile(shared["pathway"][query.drugs] * references),
+            "targets": fitted.profile(shared["targets"][query.drugs] * references),
+        }
+
+    def _z(
+        self, fitted: Standardised, query: Pilot, z_pilot: np.ndarray, shared: dict[str, np.ndarray],
+        chosen: dict[str, Any],
+    ) -> np.ndarray:  # fmt: skip
+        profiles = self._profiles(fitted, query, z_pilot, shared, chosen["matches"])
+        return fitted.base[None, :] + sum(chosen[name] * profiles[name] for name in ("matched", "pathway", "targets"))
+
+    def _choose(
+        self, fold: Fold, count: np.ndarray, target: np.ndarray, shared: dict[str, np.ndarray], val: Pilot
+    ) -> tuple[dict[str, Any], float]:
+        """m and the weights with the best mean per-drug PCC on the validation drugs' non-pilot lines."""
+        scored = (fold.roles[val.drugs] == VAL) & (count[val.drugs] > 0)
+        if not len(val.drugs) or (scored.sum(axis=1) < 3).all():
+            raise ModelError(f"fold {fold.name}: no validation drug has a pilot and 3 more lines to choose on")
+        fitted = Standardised.fit(count * (fold.roles == TRAIN), target)
+        _, _, z_pilot = val.standardised()
+        truth = target[val.drugs]
+        best: tuple[float, dict[str, Any]] = (-np.inf, {})
+        for m in self.options.matches:
+            p = self._profiles(fitted, val, z_pilot, shared, m)
+            for b, a, t in itertools.product(self.options.weights, repeat=3):
+                z = fitted.base[None, :] + b * p["matched"] + a * p["pathway"] + t * p["targets"]
+                score = np.nanmean(row_pcc(z, truth, scored))
+                if score > best[0]:
+                    best = (float(score), {"matches": m, "matched": b, "pathway": a, "targets": t})
+        return best[1], best[0]
