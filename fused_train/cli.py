@@ -301,17 +301,23 @@ def make_cli() -> click.Group:
         default=None,
         help="Where new drugs are embedded [default: the cache the model's stores are in].",
     )
+    @click.option(
+        "--pilot",
+        default=None,
+        help="CSV/TSV/Parquet drug_id,cell_id,ln_ic50: new drugs measured on a few cell lines; the others are "
+        "predicted from the pilot (fused_train/pilot.py) and ranked, the order to test them in.",
+    )
     @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
     @click.option("--quiet", is_flag=True, help="No progress bars.")  # fmt: skip
     def predict(model_dir: Path, drugs: str | None, cells: str | None, out: Path, top: int, cache_dir: Path | None,
-                device: str, quiet: bool) -> None:  # fmt: skip
+                pilot: str | None, device: str, quiet: bool) -> None:  # fmt: skip
         """Predict ln IC50 of drugs x cell lines with a saved model; write one row per pair with a per-drug rank."""
         from fused_train.predict import OUT_FORMATS, PredictError, load_model, write_predictions
 
         if out.suffix not in OUT_FORMATS:
             raise PredictError(f"--out must end in {' or '.join(OUT_FORMATS)}, not {out.name!r}")
         model = load_model(model_dir, _device(device))
-        frame = model.predict(drugs=drugs, cells=cells, cache_dir=cache_dir, quiet=quiet)
+        frame = model.predict(drugs=drugs, cells=cells, cache_dir=cache_dir, quiet=quiet, pilot=pilot)
         write_predictions(frame, out)
         if "embedded" in model.report:
             click.echo(f"drugs: embedded {model.report['embedded']}, reused {model.report['reused']} from the cache")
@@ -387,10 +393,11 @@ cli = make_cli()
 
 
 def main() -> None:
+    from fused_train.pilot import PilotError
     from fused_train.predict import PredictError
     from fused_train.runs import RunError
     from fused_train.saved import ModelDirError
 
     data_errors = (RunError, InputError, DatasetError, StoreNotFound, CorruptStore, StaleStore, PredictError,
-                   ModelDirError)  # fmt: skip
+                   PilotError, ModelDirError)  # fmt: skip
     run_cli(make_cli(), data_errors, usage=(ModelError, FoldSelectionError))

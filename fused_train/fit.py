@@ -7,6 +7,8 @@ directory (written under a temporary name and renamed, so it is complete or abse
     model.json           kind "ensemble", the command, dataset, stores, members with their validation metrics
     card.md              the same for people
     members/seed<k>/     one saved model each (fused_train/saved.py)
+    responses.parquet    the training pairs (drug_id, cell_id, ln_ic50) and drugs.parquet their drugs' targets and
+                         target pathways: what ``predict --pilot`` matches a new drug's pilot screen against
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from fused_cache.manifest import now
 from fused_train.engine import Execution, resolve_precision
 from fused_train.models.registry import model_class
 from fused_train.models.slots import SlotModel
+from fused_train.pilot import DRUGS, RESPONSES
 from fused_train.runs import RunError, RunSpec, folds_of, load_run_inputs
 from fused_train.saved import FORMAT, publish_dir, save_model, store_records
 
@@ -67,6 +71,9 @@ def fit(
             "created": now(),
         }
         (tmp / "model.json").write_text(json.dumps(info, indent=1))
+        inputs.pairs[["drug_id", "cell_id", "ln_ic50"]].to_parquet(tmp / RESPONSES, index=False)  # for --pilot
+        annotations = {c: [";".join(sorted(s)) for s in sets] for c, sets in inputs.drug_annotations.items()}
+        pd.DataFrame({"drug_id": inputs.drug_ids, **annotations}).to_parquet(tmp / DRUGS, index=False)
         (tmp / "card.md").write_text(card(info, spec))
         publish_dir(tmp, out)
     finally:

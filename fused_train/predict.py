@@ -25,8 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fused_cache.datasets import DRUG_ANNOTATIONS
 from fused_cache.stores import Store
 from fused_train.data import _dense, _drug_features
+from fused_train.pilot import check_pilot, pilot_predictions
 from fused_train.saved import FORMAT, Member, ModelDirError
 
 TableLike = pd.DataFrame | str | Path
@@ -72,7 +74,7 @@ class TrainedModel:
 
     def predict(
         self, drugs: TableLike | None = None, cells: Mapping[str, TableLike] | str | Path | None = None,
-        cache_dir: str | Path | None = None, quiet: bool = True,
+        cache_dir: str | Path | None = None, quiet: bool = True, pilot: TableLike | None = None,
     ) -> pd.DataFrame:  # fmt: skip
         """ln IC50 of every (drug, cell line): ``drug_id, cell_id, pred_ln_ic50, pred_sd, n_members,
         rank_within_drug`` (1 = most sensitive, the lowest predicted ln IC50).
@@ -80,7 +82,10 @@ class TrainedModel:
         ``drugs``: a table or file with ``drug_id`` and ``smiles`` (default: the model's training drugs);
         ``cells``: {modality: omics table or file}, or a directory of ``omics_<modality>.csv`` files (default: the
         model's training cell lines); ``cache_dir``: where drugs are embedded (default: the cache the model's drug
-        store is in).
+        store is in). ``pilot``: rows ``drug_id, cell_id, ln_ic50`` of new drugs screened on a few of the model's
+        cell lines; those drugs are predicted by ``fused_train.pilot`` instead (``predictor`` says which predicted a
+        row; ``model_ln_ic50`` keeps the model's own prediction, ``in_pilot`` flags the pilot lines, which the rank
+        leaves out: it is the order in which to test the others).
         """
         self.report = {}
         drug_ids, drug = self._drugs(drugs, cache_dir, quiet)
@@ -96,7 +101,29 @@ class TrainedModel:
             "n_members": len(preds),
         })  # fmt: skip
         frame["rank_within_drug"] = frame.groupby("drug_id")["pred_ln_ic50"].rank(method="first").astype(int)
-        return frame
+        return frame if pilot is None else self._with_pilot(frame, drugs, pilot, cell_ids)
+
+    def _with_pilot(self, frame: pd.DataFrame, drugs: TableLike | None, pilot: TableLike, cells: np.ndarray) -> Any:
+        if drugs is None:
+            raise PredictError("--pilot needs --drugs: the new drugs (drug_id, smiles) its rows belong to")
+        table = _drug_table(drugs)
+        checked = check_pilot(_read_table(pilot, "pilot"), table["drug_id"].to_numpy(), cells)
+        known = set(self.members[0].info["drug_ids"]) & set(checked["drug_id"])
+        if known:
+            raise PredictError(f"pilot: drug {sorted(known)[0]!r} is one the model was trained on; a pilot is for new "
+                               "drugs")  # fmt: skip
+        seeds = [m["seed"] for m in self.info.get("members", [])] or [0]
+        matched = pilot_predictions(self.folder, checked, table, cells, seeds).set_index(["drug_id", "cell_id"])
+        frame = frame.set_index(["drug_id", "cell_id"]).assign(predictor=self.model, in_pilot=False)
+        frame["rank_within_drug"] = frame["rank_within_drug"].astype("Int64")
+        frame["model_ln_ic50"] = frame["pred_ln_ic50"]
+        frame = frame.join(matched[["pilot_ln_ic50", "rank_to_test"]])
+        rows = matched.index
+        for column in ("pred_ln_ic50", "pred_sd", "n_members", "in_pilot"):
+            frame.loc[rows, column] = matched[column]
+        frame.loc[rows, "predictor"] = "matching (pilot)"
+        frame.loc[rows, "rank_within_drug"] = matched["rank_to_test"]
+        return frame.reset_index().astype({"in_pilot": bool})
 
     # drugs
 
@@ -217,6 +244,9 @@ def _drug_table(source: TableLike) -> pd.DataFrame:
         raise PredictError(f"drugs: no {lacking[0]!r} column (columns: {', '.join(map(str, table.columns))})")
     out = pd.DataFrame({"drug_id": table[columns["drug_id"]].astype(str).str.strip(),
                         "smiles": table[columns["smiles"]].fillna("").astype(str).str.strip()})  # fmt: skip
+    for column in DRUG_ANNOTATIONS:  # optional: targets, target_pathway (used with --pilot)
+        if column in columns:
+            out[column] = table[columns[column]].where(table[columns[column]].notna(), "").astype(str)
     if out.empty:
         raise PredictError("drugs: the table is empty")
     for column in ("drug_id", "smiles"):

@@ -4,6 +4,7 @@ input is refused with the item named and no output left behind."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,51 @@ def test_fit_on_the_command_line_records_its_command_and_refuses_to_overwrite(
     assert not list(tmp_path.glob(".m.*"))
     again = CliRunner().invoke(cli, args, standalone_mode=False)
     assert "exists and is not empty" in str(again.exception)
+
+
+def test_a_pilot_screen_predicts_and_ranks_the_other_lines(fitted: Path, tmp_path: Path) -> None:
+    """aspirin's pilot copies a training drug's responses on 6 lines: matching predicts its other lines from it."""
+    model = load_model(fitted)
+    responses = pd.read_parquet(fitted / "responses.parquet")
+    twin = responses[responses["drug_id"] == responses["drug_id"].iloc[0]].drop_duplicates("cell_id").head(6)
+    pilot = twin.assign(drug_id="aspirin")
+    frame = model.predict(drugs=NEW, pilot=pilot)
+    aspirin, caffeine = (frame[frame["drug_id"] == d] for d in ("aspirin", "caffeine"))
+    assert set(aspirin["predictor"]) == {"matching (pilot)"} and set(caffeine["predictor"]) == {"fused"}
+    assert aspirin["in_pilot"].sum() == 6 and aspirin.loc[aspirin["in_pilot"], "rank_within_drug"].isna().all()
+    others = aspirin.loc[~aspirin["in_pilot"], "rank_within_drug"]
+    assert sorted(others) == list(range(1, len(aspirin) - 5))
+    assert aspirin["pred_sd"].notna().all() and np.isfinite(aspirin["model_ln_ic50"]).all()
+    assert np.allclose(aspirin.loc[aspirin["in_pilot"], "pilot_ln_ic50"], twin.set_index("cell_id").loc[
+        aspirin.loc[aspirin["in_pilot"], "cell_id"], "ln_ic50"])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.assign(drug_id="ibuprofen"), "names drug 'ibuprofen', which is not in --drugs"),
+        (lambda p: p.assign(cell_id=["nowhere", *p["cell_id"][1:]]), "names cell line 'nowhere', which the model"),
+        (lambda p: p.assign(ln_ic50=[np.nan, *p["ln_ic50"][1:]]), "has ln_ic50 nan, not a finite number"),
+        (lambda p: pd.concat([p, p.head(1)]), "repeats ('aspirin', "),
+        (lambda p: p.head(2), "drug 'aspirin' has 2 line(s); matching needs at least 3"),
+    ],
+    ids=["unknown drug", "unknown cell", "not finite", "repeated", "too few lines"],
+)
+def test_bad_pilot_rows_are_refused_with_the_row_named(fitted: Path, change: object, message: str) -> None:
+    model = load_model(fitted)
+    cells = pd.read_parquet(fitted / "responses.parquet")["cell_id"].unique()[:4]
+    pilot = pd.DataFrame({"drug_id": "aspirin", "cell_id": cells, "ln_ic50": [1.0, 2.0, 0.5, 3.0]})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        model.predict(drugs=NEW, pilot=change(pilot))
+
+
+def test_a_pilot_on_the_command_line_needs_new_drugs(fitted: Path, tmp_path: Path) -> None:
+    responses = pd.read_parquet(fitted / "responses.parquet")
+    known = responses.drop_duplicates("cell_id").head(4).assign(drug_id=responses["drug_id"].iloc[0])
+    known.to_csv(tmp_path / "pilot.csv", index=False)
+    out = ["--out", str(tmp_path / "p.csv"), "--pilot", str(tmp_path / "pilot.csv")]
+    assert "--pilot needs --drugs" in invoke(["--model", str(fitted), *out])
+    pd.DataFrame({"drug_id": [known["drug_id"].iloc[0]], "smiles": ["CCO"]}).to_csv(tmp_path / "d.csv", index=False)
+    drugs = ["--drugs", str(tmp_path / "d.csv")]
+    assert "is one the model was trained on" in invoke(["--model", str(fitted), *drugs, *out])
+    assert not (tmp_path / "p.csv").exists()
