@@ -240,3 +240,39 @@ def per_tissue(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("p
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1, frameon=False)
     fig.tight_layout()
     return save(fig, out, formats)
+
+
+def pilot_screens(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Mean per-drug PCC on the non-pilot lines against the pilot size K (the ``pilot-K`` runs), per model and for
+    the cell-line mean on the same lines; nothing when no pilot run is given."""
+    points: dict[str, dict[int, float]] = {}
+    for run_dir in run_dirs:
+        config = config_of(run_dir)
+        if not config["split"].startswith("pilot-"):
+            continue
+        k = int(config["split"].removeprefix("pilot-"))
+        per_drug = pd.read_csv(run_dir / "per_drug.csv").groupby(["predictor", "drug_id"])["pcc"].mean()
+        for name, values in per_drug.groupby(level="predictor"):
+            if name in NAIVE and name != BASELINE["drug_id"]:
+                continue
+            key = f"naive: {name}" if name in NAIVE else label(config)
+            points.setdefault(key, {})[k] = float(values.mean())
+    if not points:
+        return []
+    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    for key, by_k in sorted(points.items()):
+        ks = sorted(by_k)
+        naive = key.startswith("naive")
+        ax.plot(ks, [by_k[k] for k in ks], marker="o", label=key, color="black" if naive else None,
+                linestyle="--" if naive else "-")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({k for by_k in points.values() for k in by_k}))
+    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_locator(plt.matplotlib.ticker.NullLocator())
+    ax.set_xlabel("pilot cell lines K")
+    ax.set_ylabel("mean per-drug PCC, non-pilot lines")
+    ax.set_title("a new drug from a pilot screen (LODO: each drug held out once)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    fig.tight_layout()
+    return save(fig, out, formats)

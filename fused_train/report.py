@@ -31,6 +31,7 @@ FIGURES = {
     "predicted_vs_observed": plots.predicted_vs_observed,
     "per_drug_pcc": plots.per_entity_vs_baseline,
     "per_tissue_pcc": plots.per_tissue,
+    "pilot_screens": plots.pilot_screens,
 }
 """The report's figures: file name (without suffix) -> the function of ``fused_train.plots`` that draws it."""
 ENTITY_WORDS = {"drug_id": ("per-drug", "drugs"), "cell_id": ("per-cell", "cell lines")}
