@@ -91,8 +91,9 @@ class RunSpec:
 
     @property
     def saves_models_by_default(self) -> bool:
-        """Saving costs one small model per fold: by default for every split but LODO and pilot-K (one per drug)."""
-        return not drug_blind(self.split)
+        """Saving costs one small model per fold: by default for trained models on every split but LODO and pilot-K
+        (one per drug)."""
+        return issubclass(model_class(self.model), SlotModel) and not drug_blind(self.split)
 
 
 def folds_of(spec: RunSpec, inputs: Inputs) -> list[Fold]:
@@ -209,6 +210,8 @@ def train(
     worker's group is retried, and skips the folds it had finished.
     """
     execution = execution or Execution()
+    if save_models and not issubclass(model_class(spec.model), SlotModel):
+        raise RunError(f"model {spec.model!r} has no trained parameters to save; drop --save-models")
     save = spec.saves_models_by_default if save_models is None else save_models
     precision = resolve_precision(spec.train.precision, execution.device)
     spec = replace(spec, train=replace(spec.train, precision=precision))  # the run records what it really used

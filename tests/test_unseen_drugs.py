@@ -19,7 +19,7 @@ from fused_train.cli import make_cli
 from fused_train.data import Inputs
 from fused_train.models.neighbours import Neighbours, NeighboursOptions, row_pcc
 from fused_train.models.trees import Trees, TreesOptions
-from fused_train.runs import RunSpec, folds_of, load_run_inputs
+from fused_train.runs import RunError, RunSpec, folds_of, load_run_inputs, train
 from fused_train.splits import TEST, make_folds
 
 FAST_TREES = TreesOptions(leaves=(4, 8), max_rounds=30, stop_rounds=5, drug_components=3, cell_components=4)
@@ -154,3 +154,10 @@ def test_runs_on_the_bundled_split_keep_the_held_out_drug_out(trained_on: tuple[
     fold = folds_of(spec, inputs)[0]
     grid, _ = Neighbours(NeighboursOptions(k=(2,))).predict(inputs, fold)
     assert np.isfinite(grid).all()
+
+
+def test_a_fitted_model_has_nothing_to_save(trained_on: tuple[str, Path], tmp_path: Path) -> None:
+    spec = RunSpec(model="neighbours", drug_encoder="morgan", omics=("methylation",), dataset=trained_on[0])
+    with pytest.raises(RunError, match="model 'neighbours' has no trained parameters to save"):
+        train(spec, tmp_path / "run", fold="0", cache_dir=trained_on[1], quiet=True, save_models=True)
+    assert not (tmp_path / "run").exists()
