@@ -4,6 +4,7 @@ tree baseline. Each keeps the rules: choices on validation drugs, the held-out d
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -161,3 +162,14 @@ def test_a_fitted_model_has_nothing_to_save(trained_on: tuple[str, Path], tmp_pa
     with pytest.raises(RunError, match="model 'neighbours' has no trained parameters to save"):
         train(spec, tmp_path / "run", fold="0", cache_dir=trained_on[1], quiet=True, save_models=True)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [(lambda: NeighboursOptions(k=()), "--k needs finite values >= 1, got ()"),
+     (lambda: NeighboursOptions(weights=(0.5, -1.0)), "--weights needs finite values >= 0"),
+     (lambda: TreesOptions(leaves=(1,)), "--leaves needs finite values >= 2")],
+)  # fmt: skip
+def test_searched_options_refuse_values_that_cannot_be_searched(options: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        options()

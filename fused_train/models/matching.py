@@ -28,7 +28,7 @@ import numpy as np
 from fused_train.data import Inputs
 from fused_train.models.fitted import FittedModel
 from fused_train.models.neighbours import Standardised, row_pcc, shared_annotations
-from fused_train.models.registry import ModelError, option
+from fused_train.models.registry import ModelError, check_candidates, option
 from fused_train.splits import PILOT, TEST, TRAIN, VAL, Fold
 
 
@@ -40,10 +40,8 @@ class MatchingOptions:
     )
 
     def __post_init__(self) -> None:
-        if not self.matches or min(self.matches) < 1:
-            raise ModelError(f"--matches needs numbers of drugs >= 1, got {self.matches}")
-        if not self.weights or not all(np.isfinite(w) and w >= 0 for w in self.weights):
-            raise ModelError(f"--weights needs finite weights >= 0, got {self.weights}")
+        check_candidates("matches", self.matches, 1)
+        check_candidates("weights", self.weights, 0)
 
 
 @dataclass(frozen=True)

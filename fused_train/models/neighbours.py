@@ -32,7 +32,7 @@ import numpy as np
 
 from fused_train.data import Inputs
 from fused_train.models.fitted import FittedModel
-from fused_train.models.registry import ModelError, option
+from fused_train.models.registry import ModelError, check_candidates, option
 from fused_train.splits import TRAIN, VAL, Fold
 
 PROFILES = ("pathway", "similar", "targets")
@@ -47,10 +47,8 @@ class NeighboursOptions:
     )
 
     def __post_init__(self) -> None:
-        if not self.k or min(self.k) < 1:
-            raise ModelError(f"--k needs numbers of neighbours >= 1, got {self.k}")
-        if not self.weights or not all(np.isfinite(w) and w >= 0 for w in self.weights):
-            raise ModelError(f"--weights needs finite weights >= 0, got {self.weights}")
+        check_candidates("k", self.k, 1)
+        check_candidates("weights", self.weights, 0)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import typing
 from typing import Any
 
@@ -36,6 +37,12 @@ class ModelError(ValueError):
 def option(default: Any, help: str) -> Any:
     """A model option: a dataclass field with a default and the help text the CLI shows."""
     return dataclasses.field(default=default, metadata={"help": help})
+
+
+def check_candidates(name: str, values: tuple[float, ...], minimum: float) -> None:
+    """Candidate values of an option that is searched on validation rows: at least one, each finite and >= minimum."""
+    if not values or not all(math.isfinite(v) and v >= minimum for v in values):
+        raise ModelError(f"--{name.replace('_', '-')} needs finite values >= {minimum:g}, got {values}")
 
 
 def model_class(name: str) -> type:

@@ -22,7 +22,7 @@ import numpy as np
 
 from fused_train.data import Inputs
 from fused_train.models.fitted import FittedModel
-from fused_train.models.registry import ModelError, option
+from fused_train.models.registry import ModelError, check_candidates, option
 from fused_train.splits import TRAIN, VAL, Fold
 
 
@@ -36,8 +36,7 @@ class TreesOptions:
     cell_components: int = option(32, "Principal components of the cell inputs used as features.")
 
     def __post_init__(self) -> None:
-        if not self.leaves or min(self.leaves) < 2:
-            raise ModelError(f"--leaves needs numbers >= 2, got {self.leaves}")
+        check_candidates("leaves", self.leaves, 2)
         if self.max_rounds < 1 or self.stop_rounds < 1 or self.shrinkage <= 0:
             raise ModelError("--max-rounds and --stop-rounds must be >= 1 and --shrinkage > 0")
 
