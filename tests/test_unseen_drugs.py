@@ -19,7 +19,7 @@ from fused_cache.datasets import Dataset, DatasetError
 from fused_train.cli import make_cli
 from fused_train.data import Inputs
 from fused_train.models.neighbours import Neighbours, NeighboursOptions, row_pcc
-from fused_train.models.trees import Trees, TreesOptions
+from fused_train.models.trees import Trees, TreesOptions, mean_drug_pcc
 from fused_train.runs import RunError, RunSpec, folds_of, load_run_inputs, train
 from fused_train.splits import TEST, make_folds
 
@@ -104,7 +104,11 @@ def test_neighbours_learns_a_planted_pathway_profile_and_beats_the_cell_line_mea
     assert won == len(folds)
 
 
-@pytest.mark.parametrize("model", [Neighbours(NeighboursOptions()), Trees(FAST_TREES)], ids=["neighbours", "trees"])
+@pytest.mark.parametrize(
+    "model",
+    [Neighbours(NeighboursOptions()), Trees(FAST_TREES), Trees(replace(FAST_TREES, tune_by="drug-pcc"))],
+    ids=["neighbours", "trees", "trees tuned by drug-pcc"],
+)
 def test_held_out_labels_never_influence_a_fitted_model(model: Neighbours | Trees) -> None:
     """Scramble the held-out drug's ln IC50: every prediction and every choice stays the same."""
     inputs = _planted()
@@ -173,3 +177,12 @@ def test_a_fitted_model_has_nothing_to_save(trained_on: tuple[str, Path], tmp_pa
 def test_searched_options_refuse_values_that_cannot_be_searched(options: object, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         options()
+
+
+def test_mean_drug_pcc_is_the_mean_of_each_drugs_pearson() -> None:
+    rng = np.random.default_rng(2)
+    drug = np.repeat([0, 1, 2, 3], [10, 7, 2, 5])  # drug 2: too few rows
+    pred, truth = rng.normal(size=len(drug)), rng.normal(size=len(drug))
+    pred[drug == 3] = 1.0  # no spread: undefined
+    expected = np.mean([pearsonr(pred[drug == d], truth[drug == d])[0] for d in (0, 1)])
+    assert mean_drug_pcc(pred, truth, drug) == pytest.approx(expected)

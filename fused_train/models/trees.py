@@ -9,8 +9,9 @@ ours, tuned per fold. A pair's features are
            standardised), and the cell line's mean ln IC50 over the TRAIN rows (NaN without TRAIN rows)
 
 with every statistic (principal axes, standardisation, means) from TRAIN rows or TRAIN entities only. For each
-candidate number of leaves, boosting stops when the validation RMSE has not improved for ``stop_rounds`` rounds; the
-candidate with the lowest validation RMSE predicts. The held-out drug enters only through its own input features.
+candidate number of leaves, boosting stops when the validation metric (``tune_by``: RMSE, or the validation drugs'
+mean per-drug PCC, what LODO measures) has not improved for ``stop_rounds`` rounds; the candidate with the best
+validation metric predicts. The held-out drug enters only through its own input features.
 """
 
 from __future__ import annotations
@@ -25,6 +26,22 @@ from fused_train.models.fitted import FittedModel
 from fused_train.models.registry import ModelError, check_candidates, option
 from fused_train.splits import TRAIN, VAL, Fold
 
+TUNE_BY = ("rmse", "drug-pcc")
+
+
+def mean_drug_pcc(pred: np.ndarray, truth: np.ndarray, drug: np.ndarray) -> float:
+    """Mean over drugs of the PCC of their rows (drugs with < 3 rows or no spread are left out; NaN if none is left)."""
+    sums = {k: np.bincount(drug, v) for k, v in
+            {"n": np.ones_like(pred), "p": pred, "t": truth, "pp": pred * pred, "tt": truth * truth,
+             "pt": pred * truth}.items()}  # fmt: skip
+    n = sums["n"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = sums["pt"] - sums["p"] * sums["t"] / n
+        var = (sums["pp"] - sums["p"] ** 2 / n) * (sums["tt"] - sums["t"] ** 2 / n)
+        pcc = cov / np.sqrt(var)
+    ok = (n >= 3) & (var > 1e-12)
+    return float(pcc[ok].mean()) if ok.any() else float("nan")
+
 
 @dataclass(frozen=True)
 class TreesOptions:
@@ -34,9 +51,13 @@ class TreesOptions:
     stop_rounds: int = option(20, "Rounds without a better validation RMSE before boosting stops.")
     drug_components: int = option(16, "Principal components of the drug embedding used as features.")
     cell_components: int = option(32, "Principal components of the cell inputs used as features.")
+    tune_by: str = option("rmse", "What stops boosting and picks --leaves on validation rows: rmse, or drug-pcc (the "
+                          "mean per-drug PCC of the validation drugs: what LODO measures).")  # fmt: skip
 
     def __post_init__(self) -> None:
         check_candidates("leaves", self.leaves, 2)
+        if self.tune_by not in TUNE_BY:
+            raise ModelError(f"--tune-by {self.tune_by!r}: choose one of {', '.join(TUNE_BY)}")
         if self.max_rounds < 1 or self.stop_rounds < 1 or self.shrinkage <= 0:
             raise ModelError("--max-rounds and --stop-rounds must be >= 1 and --shrinkage > 0")
 
@@ -70,23 +91,36 @@ class Trees(FittedModel):
         x_train, y_train, w_train = table("train")
         x_val, y_val, w_val = table("val")
         o = self.options
+        val_drug = rows["val"][0]
+
+        def loss(pred: np.ndarray) -> float:  # lower is better
+            if o.tune_by == "rmse":
+                return float(np.sqrt(np.average((pred - y_val) ** 2, weights=w_val)))
+            return -mean_drug_pcc(pred, y_val, val_drug)
+
+        def drug_pcc(pred: np.ndarray, _: Any) -> tuple[str, float, bool]:
+            return "drug-pcc", -loss(pred), True
+
         best: tuple[float, Any, dict[str, Any]] = (np.inf, None, {})
         fit_set = lightgbm.Dataset(x_train, y_train, weight=w_train, free_raw_data=False)
         val_set = lightgbm.Dataset(x_val, y_val, weight=w_val, reference=fit_set)
         for leaves in o.leaves:
             params = {"objective": "regression", "learning_rate": o.shrinkage, "num_leaves": leaves,
-                      "seed": fold.seed, "deterministic": True, "force_row_wise": True, "verbose": -1}  # fmt: skip
+                      "seed": fold.seed, "deterministic": True, "force_row_wise": True, "verbose": -1,
+                      "metric": "l2" if o.tune_by == "rmse" else "None"}  # fmt: skip
             model = lightgbm.train(
                 params, fit_set, o.max_rounds, valid_sets=[val_set],
+                feval=drug_pcc if o.tune_by == "drug-pcc" else None,
                 callbacks=[lightgbm.early_stopping(o.stop_rounds, verbose=False)],
             )  # fmt: skip
-            rmse = float(np.sqrt(np.average((model.predict(x_val) - y_val) ** 2, weights=w_val)))
-            if rmse < best[0]:
-                best = (rmse, model, {"leaves": leaves, "rounds": int(model.best_iteration)})
-        _, model, chosen = best
+            score = loss(model.predict(x_val, num_iteration=model.best_iteration))
+            if score < best[0]:
+                best = (score, model, {"leaves": leaves, "rounds": int(model.best_iteration)})
+        score, model, chosen = best
         d, c = np.indices(count.shape).reshape(2, -1)
-        grid = model.predict(np.hstack([drug_x[d], cell_x[c]])).reshape(count.shape).astype(np.float32)
-        return grid, chosen | {"validation RMSE": best[0]}
+        x_all = np.hstack([drug_x[d], cell_x[c]])
+        grid = model.predict(x_all, num_iteration=model.best_iteration).reshape(count.shape).astype(np.float32)
+        return grid, chosen | {"validation RMSE" if o.tune_by == "rmse" else "validation per-drug PCC": abs(score)}
 
     def _features(
         self, inputs: Inputs, train: np.ndarray, count: np.ndarray, target: np.ndarray
