@@ -138,10 +138,13 @@ def paired_table(run_dirs: list[Path], between_models: bool = False) -> pd.DataF
     """Every model against every naive predictor of its run; with ``between_models``, also every two model runs of
     the same split, dataset and seeds against each other (paired by drug, or cell line in leave-cell-out)."""
     rows = []
+    labels = [plots.label(plots.config_of(r)) for r in run_dirs]
+    # a run's label, or its directory's name where two runs share one (same model and inputs, other options)
+    name = {r: r.name if labels.count(label) > 1 else label for r, label in zip(run_dirs, labels, strict=True)}
     for run_dir in run_dirs:
         config, statistics = plots.config_of(run_dir), _statistics(run_dir)
         for c in statistics["paired"]:
-            rows.append(_paired_row(config, c["a"], plots.label(config), f"naive: {c['b']}", statistics["entity"], c))
+            rows.append(_paired_row(config, c["a"], name[run_dir], f"naive: {c['b']}", statistics["entity"], c))
     if between_models:
         entity_pccs = {r: _model_entity_pcc(r) for r in run_dirs}
         for first, second in itertools.combinations([r for r in run_dirs if entity_pccs[r] is not None], 2):
@@ -150,7 +153,7 @@ def paired_table(run_dirs: list[Path], between_models: bool = False) -> pd.DataF
                 continue
             (model, by, a), (_, _, b) = entity_pccs[first], entity_pccs[second]
             test = paired_test(a, b).to_json()
-            rows.append(_paired_row(c1, model, plots.label(c1), plots.label(c2), by, test))
+            rows.append(_paired_row(c1, model, name[first], name[second], by, test))
     return pd.DataFrame(rows)
 
 

@@ -16,7 +16,7 @@ from scipy import stats
 
 from fused_train.cli import cli
 from fused_train.plots import curve_mean
-from fused_train.runs import predictions, summarise_run, train
+from fused_train.runs import RunSpec, predictions, summarise_run, train
 from fused_train.splits import FoldSelectionError
 from fused_train.stats import entity_pcc
 
@@ -111,3 +111,21 @@ def test_models_are_compared_with_each_other_on_request(lodo_run: Path, trained_
     table = paired_table([lodo_run, other], between_models=True)
     between = table[~table["versus"].str.startswith("naive")]
     assert len(between) == 1 and between.iloc[0]["drugs"] == 6
+
+
+def test_two_runs_that_differ_only_in_options_are_told_apart_by_their_directories(
+    trained_on: tuple[str, Path], tmp_path: Path
+) -> None:
+    from fused_train.report import paired_table
+
+    dataset, cache = trained_on
+    runs = [tmp_path / "neighbours-k2", tmp_path / "neighbours-k3"]
+    for run, k in zip(runs, (2, 3), strict=True):
+        spec = RunSpec(model="neighbours", drug_encoder="morgan", omics=("methylation",), dataset=dataset,
+                       options={"k": [k]})  # fmt: skip
+        train(spec, run, fold="0-3", cache_dir=cache, quiet=True)
+        summarise_run(run)
+    table = paired_table(runs, between_models=True)
+    between = table[~table["versus"].str.startswith("naive")]
+    assert list(between[["run", "versus"]].iloc[0]) == ["neighbours-k2", "neighbours-k3"]
+    assert set(table["run"]) == {"neighbours-k2", "neighbours-k3"}
