@@ -138,9 +138,9 @@ def paired_table(run_dirs: list[Path], between_models: bool = False) -> pd.DataF
     """Every model against every naive predictor of its run; with ``between_models``, also every two model runs of
     the same split, dataset and seeds against each other (paired by drug, or cell line in leave-cell-out)."""
     rows = []
-    labels = [plots.label(plots.config_of(r)) for r in run_dirs]
-    # a run's label, or its directory's name where two runs share one (same model and inputs, other options)
-    name = {r: r.name if labels.count(label) > 1 else label for r, label in zip(run_dirs, labels, strict=True)}
+    keys = [(plots.config_of(r)["split"], plots.label(plots.config_of(r))) for r in run_dirs]
+    # a run's label, or its directory's name where two runs of a split share one (same model and inputs, other options)
+    name = {r: r.name if keys.count(key) > 1 else key[1] for r, key in zip(run_dirs, keys, strict=True)}
     for run_dir in run_dirs:
         config, statistics = plots.config_of(run_dir), _statistics(run_dir)
         for c in statistics["paired"]:
