@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from unittest import mock
 
 import pytest
+import torch
 
 from fused_cache import build_store, datasets
 from fused_cache.datasets import Dataset
-from fused_train.engine import TrainConfig
+from fused_train.data import Inputs
+from fused_train.engine import TrainConfig, Trainer
 from fused_train.models.fused import FusedOptions
 from fused_train.runs import RunSpec
+from fused_train.splits import TEST, Fold
 
 TINY = FusedOptions(width=16, heads=2, proj=8, hidden=(16, 8))
 
@@ -76,3 +79,23 @@ def run_console(main: Callable[[], None], prog: str, capsys: pytest.CaptureFixtu
             code = exit_.code
     captured = capsys.readouterr()
     return code, captured.out + captured.err
+
+
+SCRAMBLED = 1e3
+"""The ln IC50 the held-out labels are replaced by in the tests that show they influence nothing."""
+
+
+def scramble_test_labels(trainer: Trainer, fold: Fold) -> Trainer:
+    """``trainer`` with the fold's TEST labels set to SCRAMBLED in its grid of targets."""
+    trainer.target_np = trainer.target_np.copy()
+    trainer.target_np[fold.roles == TEST] = SCRAMBLED
+    trainer.target = torch.from_numpy(trainer.target_np)
+    return trainer
+
+
+def with_scrambled_test_labels(inputs: Inputs, fold: Fold) -> Inputs:
+    """``inputs`` whose pairs in the fold's TEST cells have the ln IC50 SCRAMBLED (what a fitted model reads)."""
+    pairs = inputs.pairs.copy()
+    test = (fold.roles == TEST)[pairs["drug_index"], pairs["cell_index"]]
+    pairs.loc[test, "ln_ic50"] = SCRAMBLED
+    return replace(inputs, pairs=pairs)

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers import with_scrambled_test_labels
 from scipy.stats import pearsonr
 from test_unseen_drugs import _planted
 
@@ -71,10 +72,7 @@ def test_matching_never_reads_the_held_out_drugs_other_lines() -> None:
     inputs = _planted()
     fold = _folds(inputs, "pilot-10")[4]
     clean, chosen = Matching(MatchingOptions()).predict(inputs, fold)
-    pairs = inputs.pairs.copy()
-    hidden = (fold.roles == TEST)[pairs["drug_index"], pairs["cell_index"]]
-    pairs.loc[hidden, "ln_ic50"] = 1e3
-    poisoned, chosen_poisoned = Matching(MatchingOptions()).predict(replace(inputs, pairs=pairs), fold)
+    poisoned, chosen_poisoned = Matching(MatchingOptions()).predict(with_scrambled_test_labels(inputs, fold), fold)
     np.testing.assert_array_equal(poisoned, clean)
     assert chosen_poisoned == chosen
 
