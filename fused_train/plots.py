@@ -30,14 +30,18 @@ import pandas as pd  # noqa: E402
 from fused_train.metrics import pcc  # noqa: E402
 from fused_train.models.naive import NAIVE  # noqa: E402
 from fused_train.runs import predictions, predictors  # noqa: E402
-from fused_train.splits import SPLITS, drug_blind  # noqa: E402
+from fused_train.splits import SPLITS, TISSUE, drug_blind, pilot_shots  # noqa: E402
 from fused_train.stats import entity_pcc, paired_test  # noqa: E402
 
 SPLIT_TITLES = {
     "drug-known": "drug-known (LPO)",
     "lodo": "leave-one-drug-out (LDO)",
     "cell-out": "leave-cell-out (LCO)",
-    **{s: f"LODO with a {s.removeprefix('pilot-')}-cell-line pilot screen" for s in SPLITS if s.startswith("pilot-")},
+    **{
+        s: f"LODO with a {pilot_shots(s)}-cell-line pilot screen{' across tissues' if s.endswith(TISSUE) else ''}"
+        for s in SPLITS
+        if pilot_shots(s)
+    },
 }
 BASELINE = {"drug_id": "cell-mean", "cell_id": "drug-mean"}
 """The naive predictor a model's per-entity PCC is compared with: the one that ranks by the other entity's mean."""
@@ -243,19 +247,20 @@ def per_tissue(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("p
 
 
 def pilot_screens(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Mean per-drug PCC on the non-pilot lines against the pilot size K (the ``pilot-K`` runs), per model and for
-    the cell-line mean on the same lines; nothing when no pilot run is given."""
+    """Mean per-drug PCC on the non-pilot lines against the pilot size K (the ``pilot-K`` and ``pilot-K-tissue``
+    runs), per model and for the cell-line mean on the same lines; nothing when no pilot run is given."""
     points: dict[str, dict[int, float]] = {}
     for run_dir in run_dirs:
         config = config_of(run_dir)
-        if not config["split"].startswith("pilot-"):
+        k = pilot_shots(config["split"])
+        if k is None:
             continue
-        k = int(config["split"].removeprefix("pilot-"))
+        draw = " (pilot across tissues)" if config["split"].endswith(TISSUE) else ""
         per_drug = pd.read_csv(run_dir / "per_drug.csv").groupby(["predictor", "drug_id"])["pcc"].mean()
         for name, values in per_drug.groupby(level="predictor"):
             if name in NAIVE and name != BASELINE["drug_id"]:
                 continue
-            key = f"naive: {name}" if name in NAIVE else label(config)
+            key = (f"naive: {name}" if name in NAIVE else label(config)) + draw
             points.setdefault(key, {})[k] = float(values.mean())
     if not points:
         return []

@@ -13,6 +13,8 @@ entities never influence training, scaling or selection.
   validation drug gets the same: K PILOT cell lines, the rest VAL, so that choices are made as the test is scored.
   Models that do not read PILOT cells (every model but ``matching``, and the naive predictors) see plain LODO scored
   on the non-pilot lines.
+- ``pilot-K-tissue``: the same with each pilot drawn across tissues: every TCGA type gets its share of the K lines in
+  proportion to the drug's measured lines of that type (largest remainders), drawn at random within the type.
 - ``fit`` (``fused-train fit``, not a benchmark split): every measured grid cell is TRAIN except a validation share
   for early stopping, drawn like drug-known's; no test.
 """
@@ -27,12 +29,21 @@ from fused_train.seeding import rng as _rng
 
 UNUSED, TRAIN, VAL, TEST, PILOT = 0, 1, 2, 3, 4
 PILOT_SHOTS = (5, 10, 20, 40)
-SPLITS = ("drug-known", "lodo", "cell-out", *(f"pilot-{k}" for k in PILOT_SHOTS))
+TISSUE = "-tissue"
+"""Suffix of the pilot splits whose pilot lines are spread across tissues."""
+SPLITS = ("drug-known", "lodo", "cell-out", *(f"pilot-{k}{draw}" for draw in ("", TISSUE) for k in PILOT_SHOTS))
 
 
 def drug_blind(split: str) -> bool:
     """Whether the split holds whole drugs out (LODO and its pilot-K variants): their results are per drug."""
     return split == "lodo" or split.startswith("pilot-")
+
+
+def pilot_shots(split: str) -> int | None:
+    """K of a ``pilot-K`` or ``pilot-K-tissue`` split; None for the other splits."""
+    if split not in SPLITS or not split.startswith("pilot-"):
+        return None
+    return int(split.removeprefix("pilot-").removesuffix(TISSUE))
 
 
 class FoldSelectionError(ValueError):
@@ -62,9 +73,10 @@ def make_folds(
         return [_lodo(measured, drug_ids, d, seed, val_fraction) for d in range(len(drug_ids))]
     if split == "cell-out":
         return _cell_out(measured, cell_groups, seed, val_fraction, n_cell_folds)
-    if split in SPLITS and split.startswith("pilot-"):
-        shots = int(split.removeprefix("pilot-"))
-        return [_pilot(_lodo(measured, drug_ids, d, seed, val_fraction), drug_ids, shots) for d in range(len(drug_ids))]
+    if (shots := pilot_shots(split)) is not None:
+        groups = cell_groups if split.endswith(TISSUE) else None
+        lodo = (_lodo(measured, drug_ids, d, seed, val_fraction) for d in range(len(drug_ids)))
+        return [_pilot(fold, drug_ids, shots, groups) for fold in lodo]
     if split == "fit":
         return [_fit(measured, cell_groups, seed, val_fraction)]
     raise FoldSelectionError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -133,12 +145,13 @@ def _lodo(measured: np.ndarray, drug_ids: np.ndarray, held_out: int, seed: int, 
     return Fold(f"lodo-seed{seed}-{drug_ids[held_out]}", "lodo", seed, roles)
 
 
-def _pilot(lodo: Fold, drug_ids: np.ndarray, shots: int) -> Fold:
+def _pilot(lodo: Fold, drug_ids: np.ndarray, shots: int, cell_groups: np.ndarray | None) -> Fold:
     """A LODO fold with ``shots`` PILOT cell lines of the held-out drug (from its TEST cells) and of each validation
-    drug (from its VAL cells), drawn by a generator seeded by the fold."""
+    drug (from its VAL cells), drawn by a generator seeded by the fold; spread across ``cell_groups`` if given."""
     roles = lodo.roles.copy()
     held_out = int(np.flatnonzero((roles == TEST).any(axis=1))[0])
-    rng = _rng("pilot", lodo.seed, str(drug_ids[held_out]), shots)
+    draw = "" if cell_groups is None else TISSUE
+    rng = _rng(f"pilot{draw}", lodo.seed, str(drug_ids[held_out]), shots)
     for drug in [held_out, *np.flatnonzero((roles == VAL).any(axis=1))]:
         cells = np.flatnonzero(roles[drug] > 0)
         if drug == held_out and len(cells) < shots + 3:
@@ -146,8 +159,26 @@ def _pilot(lodo: Fold, drug_ids: np.ndarray, shots: int) -> Fold:
                 f"drug {str(drug_ids[drug])!r} has {len(cells)} measured cell lines; a pilot-{shots} fold needs at "
                 f"least {shots + 3} (the pilot and 3 to score); choose a smaller pilot"
             )
-        roles[drug, rng.choice(cells, size=min(shots, len(cells)), replace=False)] = PILOT
-    return Fold(f"pilot-{shots}-seed{lodo.seed}-{drug_ids[held_out]}", f"pilot-{shots}", lodo.seed, roles)
+        n = min(shots, len(cells))
+        if cell_groups is None:
+            roles[drug, rng.choice(cells, size=n, replace=False)] = PILOT
+        else:
+            roles[drug, _spread(cells, cell_groups, n, rng)] = PILOT
+    split = f"pilot-{shots}{draw}"
+    return Fold(f"{split}-seed{lodo.seed}-{drug_ids[held_out]}", split, lodo.seed, roles)
+
+
+def _spread(cells: np.ndarray, cell_groups: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` of ``cells``, each group's share in proportion to its size (largest remainders, ties in random order),
+    drawn at random within the group."""
+    groups, sizes = np.unique(cell_groups[cells], return_counts=True)
+    quota = n * sizes / sizes.sum()
+    take = np.floor(quota).astype(int)
+    shuffled = rng.permutation(len(groups))
+    extra = shuffled[np.argsort(-(quota - take)[shuffled], kind="stable")][: n - take.sum()]
+    take[extra] += 1
+    members = [cells[cell_groups[cells] == g] for g in groups]
+    return np.concatenate([rng.choice(m, size=t, replace=False) for m, t in zip(members, take, strict=True)])
 
 
 def _cell_out(measured: np.ndarray, cell_groups: np.ndarray, seed: int, val: float, k: int) -> list[Fold]:

@@ -10,7 +10,7 @@ from helpers import with_scrambled_test_labels
 from scipy.stats import pearsonr
 from test_unseen_drugs import _planted
 
-from fused_train.models.matching import Matching, MatchingOptions
+from fused_train.models.matching import Matching, MatchingOptions, Pilot, krige
 from fused_train.models.neighbours import Neighbours, NeighboursOptions
 from fused_train.models.registry import ModelError
 from fused_train.splits import PILOT, TEST, VAL, FoldSelectionError, make_folds
@@ -32,6 +32,36 @@ def test_a_pilot_fold_reveals_k_lines_of_the_held_out_and_of_each_validation_dru
     again, other = _folds(inputs)[3], _folds(inputs, seed=1)[3]
     np.testing.assert_array_equal(again.roles, _folds(inputs)[3].roles)
     assert not np.array_equal(again.roles == PILOT, other.roles == PILOT)
+
+
+def test_a_tissue_pilot_gives_each_tissue_its_share_of_the_lines() -> None:
+    """30 lines of tissue A, 20 of B, 10 of C: a 10-line pilot takes 5, 3.33 and 1.67, rounded by largest remainder."""
+    groups = np.repeat(["A", "B", "C"], [30, 20, 10])
+    count = np.ones((8, 60))
+    count[0, 0] = 0  # a line the drug was not measured on is never drawn
+    drugs = np.array([f"d{i}" for i in range(8)])
+    folds = make_folds("pilot-10-tissue", count, drugs, groups, seed=2, val_fraction=0.25)
+    for fold in folds:
+        assert fold.name.startswith("pilot-10-tissue-seed2-") and fold.split == "pilot-10-tissue"
+        for drug in np.flatnonzero((fold.roles == PILOT).any(axis=1)):
+            lines = fold.roles[drug] == PILOT
+            assert [int(lines[groups == g].sum()) for g in "ABC"] == [5, 3, 2]
+            assert not (lines & (count[drug] == 0)).any()
+    again = make_folds("pilot-10-tissue", count, drugs, groups, seed=2, val_fraction=0.25)[0]
+    at_random = make_folds("pilot-10", count, drugs, groups, seed=2, val_fraction=0.25)[0]
+    np.testing.assert_array_equal(again.roles, folds[0].roles)
+    assert not np.array_equal(at_random.roles == PILOT, folds[0].roles == PILOT)
+
+
+def test_kriging_carries_a_pilot_miss_to_the_lines_that_vary_with_it() -> None:
+    """Lines 0 and 1 vary together, line 3 on its own: a miss seen on pilot line 0 moves line 1, not line 3."""
+    cov = np.array([[1.0, 0.9, 0, 0], [0.9, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
+    pilot = Pilot(np.array([0]), np.array([[True, False, True, False]]), np.zeros((1, 4)))
+    z_pilot = np.array([[1.0, 0, -1.0, 0]])
+    for noise, low, high in ((0.01, 0.85, 0.95), (100.0, 0.0, 0.02)):
+        moved = krige(np.zeros((1, 4)), pilot, z_pilot, cov, noise)[0]
+        assert low < moved[1] < high and moved[3] == 0.0
+    np.testing.assert_array_equal(krige(z_pilot, pilot, z_pilot, cov, 0.3), z_pilot)  # nothing missed, nothing moved
 
 
 def test_a_pilot_larger_than_the_drugs_lines_is_refused() -> None:

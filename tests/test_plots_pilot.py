@@ -13,12 +13,12 @@ from fused_train.runs import RunSpec, summarise_run, train
 def test_pilot_runs_give_the_figure_and_other_runs_none(trained_on: tuple[str, Path], tmp_path: Path) -> None:
     dataset, cache = trained_on
     runs = []
-    for k in (5,):  # the small dataset has drugs with 12 lines: pilot-10 would be refused
-        spec = RunSpec(model="matching", drug_encoder="morgan", omics=("methylation",), split=f"pilot-{k}",
+    for split in ("pilot-5", "pilot-5-tissue"):  # the small dataset has drugs with 12 lines: no pilot-10
+        spec = RunSpec(model="matching", drug_encoder="morgan", omics=("methylation",), split=split,
                        dataset=dataset, options={"matches": [2, 4]})  # fmt: skip
-        train(spec, tmp_path / f"pilot-{k}", fold="0-3", cache_dir=cache, quiet=True)
-        summarise_run(tmp_path / f"pilot-{k}")
-        runs.append(tmp_path / f"pilot-{k}")
+        train(spec, tmp_path / split, fold="0-3", cache_dir=cache, quiet=True)
+        summarise_run(tmp_path / split)
+        runs.append(tmp_path / split)
     (path,) = pilot_screens(runs, tmp_path / "pilot_screens")
     assert path.stat().st_size > 10_000
     lodo = tmp_path / "lodo"
