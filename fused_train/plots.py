@@ -43,6 +43,7 @@ SPLIT_TITLES = {
         if pilot_shots(s)
     },
 }
+ACROSS_TISSUES = " (pilot across tissues)"
 BASELINE = {"drug_id": "cell-mean", "cell_id": "drug-mean"}
 """The naive predictor a model's per-entity PCC is compared with: the one that ranks by the other entity's mean."""
 
@@ -255,7 +256,7 @@ def pilot_screens(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = 
         k = pilot_shots(config["split"])
         if k is None:
             continue
-        draw = " (pilot across tissues)" if config["split"].endswith(TISSUE) else ""
+        draw = ACROSS_TISSUES if config["split"].endswith(TISSUE) else ""
         per_drug = pd.read_csv(run_dir / "per_drug.csv").groupby(["predictor", "drug_id"])["pcc"].mean()
         for name, values in per_drug.groupby(level="predictor"):
             if name in NAIVE and name != BASELINE["drug_id"]:
@@ -268,8 +269,8 @@ def pilot_screens(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = 
     for key, by_k in sorted(points.items()):
         ks = sorted(by_k)
         naive = key.startswith("naive")
-        ax.plot(ks, [by_k[k] for k in ks], marker="o", label=key, color="black" if naive else None,
-                linestyle="--" if naive else "-")  # fmt: skip
+        style = ":" if key.endswith(ACROSS_TISSUES) else "--" if naive else "-"
+        ax.plot(ks, [by_k[k] for k in ks], marker="o", label=key, color="black" if naive else None, linestyle=style)
     ax.set_xscale("log")
     ax.set_xticks(sorted({k for by_k in points.values() for k in by_k}))
     ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
