@@ -24,7 +24,7 @@ import pandas as pd
 from fused_train.engine import TrainConfig
 from fused_train.models.matching import Pilot, cell_covariance, krige
 from fused_train.models.neighbours import Standardised
-from fused_train.runs import RunSpec, folds_of, load_run_inputs, predictions, predictors
+from fused_train.runs import RunSpec, folds_of, load_run_inputs, predictions
 from fused_train.splits import PILOT, TEST, TRAIN, VAL
 from fused_train.stats import entity_pcc, paired_test
 
@@ -49,7 +49,7 @@ def with_pilot(lodo_run: Path, matching_run: Path) -> tuple[pd.DataFrame, str]:
     target = target.astype(np.float64)
     folds = {f.name: f for f in folds_of(spec, inputs)}
     matched = predictions(matching_run)
-    model = [p for p in predictors(predictions(lodo_run).head(1)) if p == lodo.model][0]
+    model = lodo.model
     corrected = []
     for name, rows in matched.groupby("fold", sort=False):
         fold = folds[name]
@@ -59,7 +59,10 @@ def with_pilot(lodo_run: Path, matching_run: Path) -> tuple[pd.DataFrame, str]:
         source = lodo_run / "folds" / f"{quote(lodo_name, safe='')}.parquet"
         if not source.is_file():
             raise click.UsageError(f"{lodo_run} has no finished fold {lodo_name}; finish it with fused-train run")
-        model_rows = pd.read_parquet(source).groupby("cell_id")[f"pred_{model}"].mean()
+        frame = pd.read_parquet(source)
+        if f"pred_{model}" not in frame:
+            raise click.UsageError(f"{source} has no column pred_{model}")
+        model_rows = frame.groupby("cell_id")[f"pred_{model}"].mean()
         pred = model_rows.reindex(inputs.cell_ids).to_numpy(np.float64)
         lines = (fold.roles[q] == PILOT) & (count[q] > 0)
         if np.isnan(pred[lines]).any():

@@ -14,7 +14,8 @@ entities never influence training, scaling or selection.
   Models that do not read PILOT cells (every model but ``matching``, and the naive predictors) see plain LODO scored
   on the non-pilot lines.
 - ``pilot-K-tissue``: the same with each pilot drawn across tissues: every TCGA type gets its share of the K lines in
-  proportion to the drug's measured lines of that type (largest remainders), drawn at random within the type.
+  proportion to the drug's measured lines of that type (largest remainders), drawn at random within the type (lines
+  without a type are one more group). Refused for a dataset whose cell lines have no TCGA type at all.
 - ``fit`` (``fused-train fit``, not a benchmark split): every measured grid cell is TRAIN except a validation share
   for early stopping, drawn like drug-known's; no test.
 """
@@ -75,6 +76,9 @@ def make_folds(
         return _cell_out(measured, cell_groups, seed, val_fraction, n_cell_folds)
     if (shots := pilot_shots(split)) is not None:
         groups = cell_groups if split.endswith(TISSUE) else None
+        if groups is not None and (groups == "").all():
+            raise FoldSelectionError(f"--split {split}: the dataset gives no cell line a TCGA type (tcga_type) to "
+                                     f"spread the pilot over; use pilot-{shots}")  # fmt: skip
         lodo = (_lodo(measured, drug_ids, d, seed, val_fraction) for d in range(len(drug_ids)))
         return [_pilot(fold, drug_ids, shots, groups) for fold in lodo]
     if split == "fit":

@@ -53,6 +53,11 @@ def test_a_tissue_pilot_gives_each_tissue_its_share_of_the_lines() -> None:
     assert not np.array_equal(at_random.roles == PILOT, folds[0].roles == PILOT)
 
 
+def test_a_tissue_pilot_without_tissues_is_refused() -> None:
+    with pytest.raises(FoldSelectionError, match="no cell line a TCGA type .* use pilot-5$"):
+        make_folds("pilot-5-tissue", np.ones((4, 30)), np.array(["a", "b", "c", "d"]), np.full(30, ""))
+
+
 def test_kriging_carries_a_pilot_miss_to_the_lines_that_vary_with_it() -> None:
     """Lines 0 and 1 vary together, line 3 on its own: a miss seen on pilot line 0 moves line 1, not line 3."""
     cov = np.array([[1.0, 0.9, 0, 0], [0.9, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
