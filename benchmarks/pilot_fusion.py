@@ -21,7 +21,6 @@ import click
 import numpy as np
 import pandas as pd
 
-from fused_train.engine import TrainConfig
 from fused_train.models.matching import Pilot, cell_covariance, krige
 from fused_train.models.neighbours import Standardised
 from fused_train.runs import RunSpec, folds_of, load_run_inputs, predictions
@@ -30,9 +29,7 @@ from fused_train.stats import entity_pcc, paired_test
 
 
 def spec_of(run_dir: Path) -> RunSpec:
-    config = json.loads((run_dir / "config.json").read_text())
-    return RunSpec(**config | {"omics": tuple(config["omics"]), "seeds": tuple(config["seeds"]),
-                               "train": TrainConfig(**config["train"])})  # fmt: skip
+    return RunSpec.from_json(json.loads((run_dir / "config.json").read_text()))
 
 
 def with_pilot(lodo_run: Path, matching_run: Path) -> tuple[pd.DataFrame, str]:

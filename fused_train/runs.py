@@ -84,6 +84,12 @@ class RunSpec:
         out["omics"], out["seeds"] = list(self.omics), list(self.seeds)
         return out
 
+    @classmethod
+    def from_json(cls, config: dict[str, Any]) -> RunSpec:
+        """The spec a run's ``config.json`` (``to_json``) records."""
+        return cls(**config | {"omics": tuple(config["omics"]), "seeds": tuple(config["seeds"]),
+                               "train": TrainConfig(**config["train"])})  # fmt: skip
+
     def trainer(self, inputs: Inputs, execution: Execution | None = None, keep_state: bool = False) -> Trainer:
         """The engine that trains this run's model on ``inputs`` (``keep_state``: so that models can be saved)."""
         options = make_options(self.model, self.options)

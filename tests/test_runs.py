@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from helpers import tiny_spec
 
 from fused_train.cli import cli, main
-from fused_train.runs import predictions, summarise_run, train
+from fused_train.runs import RunSpec, predictions, summarise_run, train
 
 
 def test_run_resumes_reports_and_explains_errors(trained_on: tuple[str, Path], tmp_path: Path) -> None:
@@ -100,3 +101,11 @@ def test_deepcdr_gcn_and_cell_out_train_and_report_per_cell_line(trained_on: tup
     assert np.isfinite(frame["pred_deepcdr"]).all()
     assert frame["cell_id"].nunique() == 40  # every cell line is held out once
     assert "per_cell_pcc_mean" in summarise_run(tmp_path / "run").columns
+
+
+def test_a_run_spec_reads_back_from_its_config_json(trained_on: tuple[str, Path], tmp_path: Path) -> None:
+    dataset, cache = trained_on
+    spec = tiny_spec(dataset, epochs=1)
+    train(spec, tmp_path / "run", fold="0", cache_dir=cache, quiet=True)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert RunSpec.from_json(config).to_json() == config
