@@ -21,7 +21,7 @@ from fused_cache.datasets import DatasetError
 from fused_cache.logs import add_verbose
 from fused_cache.stores import CorruptStore, StaleStore, StoreNotFound
 from fused_train.data import InputError
-from fused_train.engine import Execution, TrainConfig
+from fused_train.engine import SELECT_BY, Execution, TrainConfig
 from fused_train.models.registry import MODELS, ModelError, Option, options_of
 from fused_train.splits import SPLITS, FoldSelectionError
 
@@ -117,8 +117,9 @@ def _spec_options(fn: Any) -> Any:
                      show_default=True, help="Drugs per optimizer step; 0 = all drugs."),
         click.option("--weight-decay", type=float, default=_TRAIN.weight_decay, show_default=True,
                      help="Decoupled weight decay (AdamW)."),
-        click.option("--select-by", type=click.Choice(["rmse", "drug-pcc"]), default=_TRAIN.select_by,
-                     show_default=True, help="Validation metric for early stopping and the kept epoch."),
+        click.option("--select-by", type=click.Choice(["auto", *SELECT_BY]), default=_TRAIN.select_by,
+                     show_default=True, help="Validation metric for early stopping and the kept epoch; auto = "
+                     "drug-pcc where whole drugs are held out (lodo, pilot-K), rmse otherwise."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=_TRAIN.precision,
                      show_default=True, help="auto = bf16 autocast where the hardware has native bf16, else fp32."),
         cache_dir_option,
@@ -234,11 +235,11 @@ def make_cli() -> click.Group:
         searched = {name: values for name, values in searched.items() if values}
         names = list(searched)
         execution = Execution(slots=kw["slots"], device=_device(kw["device"]))
-        by_pcc = kw["select_by"] == "drug-pcc"
         rows = []
         for rate, *values in itertools.product(lr or (_TRAIN.lr,), *searched.values()):
             options = dict(zip(names, values, strict=True))
             spec = _spec(kw, rate, options)
+            by_pcc = spec.train.select_by == "drug-pcc"  # resolved from the split where --select-by is auto
             label = "-".join([f"lr{rate}"] + [f"{k}{_show(v).replace(',', '_')}" for k, v in options.items()])
             run_dir = out / label
             train(spec, run_dir, fold, kw["cache_dir"], execution, quiet=kw["quiet"])

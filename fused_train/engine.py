@@ -26,6 +26,9 @@ from fused_train.models.slots import SlotAdam, SlotModel
 from fused_train.seeding import rng, stable_seed
 from fused_train.splits import TEST, TRAIN, VAL, Fold
 
+SELECT_BY = ("rmse", "drug-pcc")
+"""The validation metrics a fold's epoch can be chosen by."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -39,12 +42,17 @@ class TrainConfig:
     drugs_per_step: int = 0
     """Drugs per step (x ``cells_per_step`` cell lines): each step trains every slot on one tile of the drug x cell
     grid; 0 = all drugs. An epoch visits every tile once, in an order drawn per epoch."""
-    select_by: str = "rmse"
+    select_by: str = "auto"
     """Early stopping and the kept epoch: lowest validation ``rmse``, or highest mean per-drug validation PCC
-    (``drug-pcc``, the LODO question: does the model rank the cell lines of a drug it has not seen?)."""
+    (``drug-pcc``, the LODO question: does the model rank the cell lines of a drug it has not seen?); ``auto``: the
+    split's (``runs.selection_metric``), which ``RunSpec`` fills in."""
     precision: str = "auto"
     """fp32, bf16 (autocast), or auto: bf16 on CUDA with bf16 and on CPUs with native bf16 (AVX512-BF16/AMX), else
     fp32. bf16 halves the memory traffic that bounds the grid's elementwise work (measured 2x per step here)."""
+
+    def __post_init__(self) -> None:
+        if self.select_by not in ("auto", *SELECT_BY):
+            raise ValueError(f"select_by {self.select_by!r}: choose auto, {' or '.join(SELECT_BY)}")
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,9 @@ class Trainer:
         self.inputs, self.model, self.options, self.config = inputs, model, options, config
         self.keep_state = keep_state
         """Copy each slot's parameters whenever it improves, so that its best epoch can be saved."""
+        if config.select_by not in SELECT_BY:
+            raise ValueError(f"select_by {config.select_by!r}: the trainer needs {' or '.join(SELECT_BY)} (RunSpec "
+                             "resolves auto from the split)")  # fmt: skip
         self.n_slots = execution.slots
         self.device = torch.device(execution.device)
         self.bf16 = resolve_precision(config.precision, execution.device) == "bf16"

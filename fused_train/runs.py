@@ -51,6 +51,15 @@ class RunError(ValueError):
     """A run cannot start as asked (bad options, or a run directory that holds a different run)."""
 
 
+def selection_metric(split: str) -> str:
+    """The validation metric that chooses a fold's epoch when none is given: per-drug PCC where whole drugs are held
+    out (their validation rows are other held-out drugs, and the question is how one drug's cell lines rank), RMSE
+    elsewhere. ``benchmarks/convergence.py`` (README "Does the engine train to convergence?"): on LODO folds only
+    per-drug PCC selection is at least as accurate as DeepCDR's per-pair regime; on drug-known both are, and RMSE
+    stops sooner."""
+    return "drug-pcc" if drug_blind(split) else "rmse"
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that determines a run's results (not how fast it runs: slots, device and scheduler are not here)."""
@@ -69,6 +78,8 @@ class RunSpec:
     def __post_init__(self) -> None:
         if self.cell_encoder in self.omics:
             raise RunError(f"--omics repeats the cell encoder {self.cell_encoder!r}")
+        if self.train.select_by == "auto":
+            object.__setattr__(self, "train", replace(self.train, select_by=selection_metric(self.split)))
         object.__setattr__(self, "options", options_json(make_options(self.model, self.options)))
 
     @property

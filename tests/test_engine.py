@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 from helpers import scramble_test_labels, tiny_spec
 
-from fused_train.engine import Execution, Trainer
+from fused_train.engine import SELECT_BY, Execution, TrainConfig, Trainer
 from fused_train.runs import folds_of, load_run_inputs
 from fused_train.splits import TRAIN
 
 
-def _trainer(dataset: str, cache: Path, slots: int, seed: int = 0) -> tuple[Trainer, list]:
-    spec = replace(tiny_spec(dataset), seeds=(seed,))
+def _trainer(
+    dataset: str, cache: Path, slots: int, seed: int = 0, select_by: str = "auto", epochs: int = 3
+) -> tuple[Trainer, list]:
+    train = replace(tiny_spec(dataset).train, select_by=select_by, max_epochs=epochs, patience=epochs)
+    spec = replace(tiny_spec(dataset), seeds=(seed,), train=train)
     inputs = load_run_inputs(spec, cache)
     return spec.trainer(inputs, Execution(slots=slots)), folds_of(spec, inputs)
 
@@ -41,12 +44,14 @@ def test_same_seed_same_predictions_and_other_seed_differs(trained_on: tuple[str
     assert not np.allclose(np.concatenate(a), np.concatenate(c))
 
 
-def test_held_out_labels_never_influence_training_or_selection(trained_on: tuple[str, Path]) -> None:
+@pytest.mark.parametrize("select_by", SELECT_BY)
+def test_held_out_labels_never_influence_training_or_selection(trained_on: tuple[str, Path], select_by: str) -> None:
     """Scramble the held-out drug's ln IC50: its predictions must not change (scalers, early stopping included)."""
-    trainer, folds = _trainer(*trained_on, slots=1)
+    trainer, folds = _trainer(*trained_on, slots=1, select_by=select_by)
     fold = folds[3]
     (clean,) = trainer.run([fold], quiet=True)
-    (result,) = scramble_test_labels(_trainer(*trained_on, slots=1)[0], fold).run([fold], quiet=True)
+    scrambled = scramble_test_labels(_trainer(*trained_on, slots=1, select_by=select_by)[0], fold)
+    (result,) = scrambled.run([fold], quiet=True)
     np.testing.assert_array_equal(result.test_pred, clean.test_pred)
     assert result.curve.equals(clean.curve)
 
@@ -60,3 +65,21 @@ def test_scalers_are_fitted_on_training_entities_only(trained_on: tuple[str, Pat
     np.testing.assert_allclose(scalers["drug"][0], trainer.inputs.drug[train_drugs].mean(axis=0), rtol=1e-6)
     w = trainer.count_np * (fold.roles == TRAIN)
     assert float(scalers["y"][0]) == pytest.approx((w * trainer.target_np).sum() / w.sum())
+
+
+@pytest.mark.parametrize(("select_by", "best"), [("rmse", "idxmin"), ("drug-pcc", "idxmax")])
+def test_the_kept_epoch_is_the_best_by_the_selection_metric(
+    trained_on: tuple[str, Path], select_by: str, best: str
+) -> None:
+    trainer, folds = _trainer(*trained_on, slots=2, select_by=select_by, epochs=8)
+    column = "val_rmse" if select_by == "rmse" else "val_drug_pcc"
+    for result in trainer.run(folds[:2], quiet=True):
+        assert result.best_epoch == getattr(result.curve[column], best)()
+
+
+def test_an_unknown_or_unresolved_selection_metric_is_refused(trained_on: tuple[str, Path]) -> None:
+    with pytest.raises(ValueError, match="choose auto, rmse or drug-pcc"):
+        TrainConfig(select_by="pcc")
+    trainer, _ = _trainer(*trained_on, slots=1)
+    with pytest.raises(ValueError, match="RunSpec resolves auto from the split"):
+        Trainer(trainer.inputs, trainer.model, trainer.options, TrainConfig(), Execution())

@@ -77,18 +77,29 @@ def test_fold_selection_errors_are_clear(trained_on: tuple[str, Path], tmp_path:
     assert "this split has folds 0-9" in str(result.exception)
 
 
-def test_grid_ranks_settings_by_validation_only(trained_on: tuple[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("select_by", "column", "words"),
+    [("auto", "val_drug_pcc", "per-drug PCC"), ("rmse", "val_rmse", "RMSE")],  # auto on lodo: per-drug PCC
+)
+def test_grid_ranks_settings_by_validation_only(
+    trained_on: tuple[str, Path], tmp_path: Path, select_by: str, column: str, words: str
+) -> None:
     dataset, cache = trained_on
     args = ["grid", "--drug-encoder", "morgan", "--dataset", dataset, "--cache-dir", str(cache), "--fold", "0-1",
             "--epochs", "2", "--lr", "0.01", "--lr", "0.0001", "--heads", "2", "--hidden", "16,8", "--width", "16",
-            "--proj", "8", "--precision", "fp32", "--quiet", "--out", str(tmp_path / "grid")]  # fmt: skip
+            "--proj", "8", "--precision", "fp32", "--select-by", select_by, "--quiet",
+            "--out", str(tmp_path / "grid")]  # fmt: skip
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     table = pd.read_csv(tmp_path / "grid" / "grid.csv")
-    assert len(table) == 2 and table["val_rmse"].is_monotonic_increasing
+    best_first = (
+        table[column].is_monotonic_decreasing if column == "val_drug_pcc" else table[column].is_monotonic_increasing
+    )
+    assert len(table) == 2 and best_first
     for _, row in table.iterrows():
         curves = [pd.read_csv(f) for f in (Path(row["run"]) / "curves").glob("*.csv")]
-        assert row["val_rmse"] == pytest.approx(np.mean([c["val_rmse"].min() for c in curves]))
-    assert "best by validation RMSE" in result.output
+        best = [c[column].max() if column == "val_drug_pcc" else c[column].min() for c in curves]
+        assert row[column] == pytest.approx(np.mean(best))
+    assert f"best by validation {words}" in result.output
 
 
 def test_deepcdr_gcn_and_cell_out_train_and_report_per_cell_line(trained_on: tuple[str, Path], tmp_path: Path) -> None:
@@ -109,3 +120,16 @@ def test_a_run_spec_reads_back_from_its_config_json(trained_on: tuple[str, Path]
     train(spec, tmp_path / "run", fold="0", cache_dir=cache, quiet=True)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert RunSpec.from_json(config).to_json() == config
+
+
+@pytest.mark.parametrize(
+    ("split", "metric"),
+    [("lodo", "drug-pcc"), ("pilot-5", "drug-pcc"), ("drug-known", "rmse"), ("cell-out", "rmse"), ("fit", "rmse")],
+)
+def test_the_selection_metric_follows_the_split_unless_given(split: str, metric: str) -> None:
+    """``auto`` is resolved when the spec is made, so config.json records the metric that chose every epoch."""
+    spec = tiny_spec("gdsc-deepcdr", split=split)
+    assert spec.train.select_by == metric
+    assert RunSpec.from_json(spec.to_json()).train.select_by == metric
+    other = "rmse" if metric == "drug-pcc" else "drug-pcc"
+    assert replace(spec, train=replace(spec.train, select_by=other)).train.select_by == other
