@@ -158,12 +158,14 @@ def engine_folds(spec: RunSpec, inputs: Inputs, folds: list[Fold]) -> list[dict]
 
 
 def _engine_record(result: FoldResult, inputs: Inputs, trainer: TimedTrainer) -> dict:
-    count, target = inputs.grid()
-    cells = result.test_cells
-    d, _ = np.unravel_index(cells, count.shape)
-    reps = count.flat[cells].astype(int)
-    test = pd.DataFrame({"drug": np.repeat(d, reps), "y": np.repeat(target.flat[cells], reps),
-                         "p": np.repeat(result.test_pred, reps)})  # fmt: skip
+    """The fold's test pairs, each measurement with its own ln IC50 (as the reference scores them), and the engine's
+    prediction of its grid cell."""
+    pairs = inputs.pairs
+    flat = np.ravel_multi_index((pairs["drug_index"].to_numpy(), pairs["cell_index"].to_numpy()), inputs.shape)
+    test = np.isin(flat, result.test_cells)
+    pred = pd.Series(result.test_pred, index=result.test_cells).loc[flat[test]]
+    test = pd.DataFrame({"drug": pairs["drug_index"].to_numpy()[test], "y": pairs["ln_ic50"].to_numpy()[test],
+                         "p": pred.to_numpy()})  # fmt: skip
     curve = result.curve.assign(seconds=trainer.times[result.fold.name])
     return {"fold": result.fold.name, "steps": int(curve["steps"].iloc[-1]), "epochs": len(curve),
             "seconds": float(curve["seconds"].iloc[-1]), "curve": curve, "test": test}  # fmt: skip
