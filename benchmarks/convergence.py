@@ -18,9 +18,9 @@ seeds), and the engine's wall time to reach the reference's converged validation
 there). The speed-up to the same accuracy is the reference's time to its best epoch (the folds one after another,
 as a per-fold loop trains them) over the engine's time to reach that validation RMSE. Last, per split, the per-drug
 test PCC of engine and reference paired over drugs (Wilcoxon signed-rank, two-sided; in drug-known each drug's PCC is
-the mean over the seeds). The reference takes long (about
-4-10 minutes per fold on 2 cores: ~1,400 steps per epoch, 13-32 epochs), so its results are cached in
-``--reference-cache`` by a key of what determines them; delete the file to recompute.
+the mean over the seeds). Both are scored on every test measurement. The reference takes long (about 4-10 minutes
+per fold on 2 cores: ~1,400 steps per epoch, 13-32 epochs), so its results are cached in ``--reference-cache`` by a
+key of what determines them; delete the file to recompute.
 """
 
 from __future__ import annotations
