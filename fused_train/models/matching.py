@@ -220,7 +220,8 @@ class Matching(FittedModel):
         """Each fold's held-out drug predicted from its own pilot lines (the PILOT cells of the fold)."""
         bar = progress(len(folds), "fitting", "folds", quiet)
         for fold in folds:
-            grid, choices = self.predict_fold(inputs, fold)
+            tested = (fold.roles == TEST).any()  # not in fit's split: nothing to score, only responses to keep
+            grid, choices = self.predict_fold(inputs, fold) if tested else (None, {})
             yield Outcome(fold, grid, choices, None, self.fit(inputs, fold) if keep else None)
             bar.update()
         bar.close()
