@@ -194,7 +194,8 @@ def make_cli() -> click.Group:
     @click.option(
         "--save-models/--no-save-models",
         default=None,
-        help="Save each fold's best-epoch model in models/<fold>/ [default: on, but not for lodo].",
+        help="Save each fold's fitted model in models/<fold>/ (any model but naive) [default: on for trained networks, "
+        "but not on lodo and pilot splits].",
     )
     def run(fold: str, lr: float, out: Path | None, scheduler: str | None, workers: int | None,
             save_models: bool | None, **kw: Any) -> None:  # fmt: skip
