@@ -40,7 +40,7 @@ from fused_train.engine import Execution
 from fused_train.models.base import Fitted, Outcome, PredictError, Query
 from fused_train.models.fitted import FittedModel
 from fused_train.models.neighbours import Standardised, row_pcc, shared_annotations
-from fused_train.models.registry import ModelError, check_candidates, option
+from fused_train.models.registry import ModelError, check_candidates, make_options, option
 from fused_train.seeding import rng
 from fused_train.splits import PILOT, TEST, TRAIN, VAL, Fold
 
@@ -194,8 +194,6 @@ class MatchingFitted(Fitted):
 
     @classmethod
     def load(cls, folder: Path, info: dict[str, Any], device: str) -> MatchingFitted:
-        from fused_train.models.registry import make_options
-
         responses = pd.read_parquet(folder / cls.RESPONSES).astype({"drug_id": str, "cell_id": str})
         drugs = pd.read_parquet(folder / cls.DRUGS).astype({"drug_id": str})
         seed = json.loads((folder / cls.META).read_text())["seed"]

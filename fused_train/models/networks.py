@@ -18,7 +18,9 @@ from safetensors.torch import load_file, save_file
 from fused_train.data import Inputs, InputShapes
 from fused_train.engine import Execution, FoldResult, Trainer
 from fused_train.models.base import Fitted, Model, Outcome, Query
+from fused_train.models.registry import make_options, model
 from fused_train.models.slots import SlotModel
+from fused_train.saved import ModelDirError
 from fused_train.splits import Fold
 
 WEIGHTS, SCALERS = "model.safetensors", "scalers.safetensors"
@@ -54,9 +56,6 @@ class NetworkFitted(Fitted):
 
     @classmethod
     def load(cls, folder: Path, info: dict[str, Any], device: str) -> NetworkFitted:
-        from fused_train.models.registry import make_options, model
-        from fused_train.saved import ModelDirError
-
         network = model(info["model"]).network
         net = network(1, InputShapes(**info["shapes"]), make_options(info["model"], info["options"]))
         state = {n: t.unsqueeze(0) for n, t in load_file(str(folder / WEIGHTS)).items()}
