@@ -91,9 +91,13 @@ def _short(record: dict) -> dict:
     return {k: record[k] for k in ("encoder", "version", "fingerprint_hash", "path")}
 
 
+def _rounded(choices: dict) -> dict:
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in choices.items()}
+
+
 def card(info: dict, spec: RunSpec) -> str:
     """A small model card: what data, which stores, the choices made on validation rows, the command that made it."""
-    rows = "\n".join(f"| {m['seed']} | `{json.dumps(m['choices'])}` | "
+    rows = "\n".join(f"| {m['seed']} | `{json.dumps(_rounded(m['choices']))}` | "
                      + (" | ".join(f"{m['validation'][k]:.3f}" for k in VALIDATION) if m["validation"] else
                         " | ".join("" for _ in VALIDATION)) + " |" for m in info["members"])  # fmt: skip
     stores = "\n".join(f"- {name}: `{r['encoder']}` v{r['version']} (encoder fingerprint "
