@@ -32,7 +32,7 @@ import click
 import numpy as np
 import pandas as pd
 import torch
-from convergence import TimedTrainer
+from convergence import TimedTrainer, fold_pairs
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
@@ -120,15 +120,9 @@ class PlainMLP(nn.Module):
 def loop_fold(trainer: Trainer, fold: Any, batch_size: int, patience: int, max_epochs: int) -> pd.DataFrame:
     """One fold of ``PlainMLP`` the plain way (seeded as the engine seeds it); per epoch: seconds, validation RMSE."""
     inputs = trainer.inputs
-    scalers = trainer._scalers(fold)
-    scaled = {n: torch.from_numpy(((x - scalers[n][0]) / scalers[n][1]).astype(np.float32))
-              for n, x in {"drug": inputs.drug, **inputs.cells}.items()}  # fmt: skip
-    mu, sd = (float(v) for v in scalers["y"])
-    pairs = inputs.pairs
-    d, c = pairs["drug_index"].to_numpy(), pairs["cell_index"].to_numpy()
-    y = pairs["ln_ic50"].to_numpy(np.float32)
-    role = fold.roles[d, c]
-    train_rows, val_rows = np.flatnonzero(role == TRAIN), np.flatnonzero(role == VAL)
+    p = fold_pairs(trainer, fold)
+    scaled, d, c, y, mu, sd = p.scaled, p.d, p.c, p.y, p.mu, p.sd
+    train_rows, val_rows = p.rows[TRAIN], p.rows[VAL]
     names = list(inputs.cells)
     torch.manual_seed(stable_seed(fold.name, "init"))
     model = PlainMLP(inputs.shapes())
