@@ -244,9 +244,10 @@ def test_folds_with_dropout_trained_together_match_folds_trained_alone(with_muta
         (single,) = alone.run([fold], quiet=True)
         assert single.best_epoch == batched[fold.name].best_epoch
         # batched and single products round differently, and a held-out drug's prediction extrapolates through
-        # BatchNorm (small TRAIN variances at these widths) which amplifies that (seen: up to 8e-4); masks shared
-        # between slots would differ by 0.3 and more
-        np.testing.assert_allclose(single.test_pred, batched[fold.name].test_pred, atol=2e-3)
+        # BatchNorm (small TRAIN variances at these widths) which amplifies that: seen up to 8e-4 on one CPU, up to
+        # 0.06 on an AVX-512/AMX Xeon (the same with oneDNN off: the BLAS kernels' blocking differs by shape);
+        # masks shared between slots would differ by 0.3 and more
+        np.testing.assert_allclose(single.test_pred, batched[fold.name].test_pred, atol=0.1)
 
 
 def test_dropout_only_in_training_and_reset_slot_clears_running_statistics() -> None:
