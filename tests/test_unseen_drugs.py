@@ -19,8 +19,8 @@ from fused_cache import datasets
 from fused_cache.datasets import Dataset, DatasetError
 from fused_train.cli import make_cli
 from fused_train.data import Inputs
-from fused_train.models.neighbours import Neighbours, NeighboursOptions, row_pcc
-from fused_train.models.trees import Trees, TreesOptions, mean_drug_pcc
+from fused_train.models.neighbours import Neighbours, NeighboursOptions, row_pcc, similarity
+from fused_train.models.trees import Components, Trees, TreesOptions, mean_drug_pcc
 from fused_train.predict import load_model
 from fused_train.runs import RunError, RunSpec, folds_of, load_run_inputs, predictions, train
 from fused_train.splits import TEST, make_folds
@@ -202,3 +202,14 @@ def test_mean_drug_pcc_is_the_mean_of_each_drugs_pearson() -> None:
     pred[drug == 3] = 1.0  # no spread: undefined
     expected = np.mean([pearsonr(pred[drug == d], truth[drug == d])[0] for d in (0, 1)])
     assert mean_drug_pcc(pred, truth, drug) == pytest.approx(expected)
+
+
+def test_a_feature_as_large_as_rdkits_ipc_is_scaled_not_zeroed() -> None:
+    """rdkit2d's Ipc reaches 4.9e23 (bleomycin): its float32 sd overflows; trees and neighbours scale in float64."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 4)).astype(np.float32)
+    x[:, 0] = rng.uniform(0, 1e23, 20).astype(np.float32)
+    np.testing.assert_allclose(Components.fit(x, 3)(x), Components.fit(x.astype(np.float64), 3)(x), atol=1e-5)
+    references = np.ones(20, dtype=bool)
+    np.testing.assert_allclose(similarity(x, references), similarity(x.astype(np.float64), references), atol=1e-6)
+    assert np.abs(Components.fit(x, 3)(x)).max() > 0 and np.isfinite(similarity(x, references)).all()

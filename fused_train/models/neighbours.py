@@ -103,6 +103,7 @@ def similarity(x: np.ndarray, references: np.ndarray) -> np.ndarray:
         size = bits.sum(axis=1)
         union = size[:, None] + size[None, :] - shared
         return np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
+    x = x.astype(np.float64)  # in float32 the sd of a feature as large as RDKit's Ipc (4.9e23) overflows to inf
     mean, sd = x[references].mean(axis=0), x[references].std(axis=0)
     scaled = (x - mean) / np.where(sd > 0, sd, 1.0)
     norm = np.linalg.norm(scaled, axis=1, keepdims=True)

@@ -77,6 +77,9 @@ class Components:
 
     @classmethod
     def fit(cls, x: np.ndarray, n: int) -> Components:
+        """In float64: in float32 the sd of a feature as large as RDKit's Ipc (4.9e23) overflows to inf, and the
+        feature would be scaled to zero."""
+        x = x.astype(np.float64)
         mean, sd = x.mean(axis=0), x.std(axis=0)
         sd = np.where(sd > 0, sd, 1.0)
         _, _, axes = np.linalg.svd((x - mean) / sd, full_matrices=False)
