@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fused_cache.tables import MISSING, check_ids, ids_as_text
 from fused_train.data import Inputs
 from fused_train.models.matching import Matching, MatchingOptions
 from fused_train.seeding import rng
@@ -37,7 +38,14 @@ def check_pilot(pilot: pd.DataFrame, drug_ids: np.ndarray, cell_ids: np.ndarray)
     lacking = [c for c in ("drug_id", "cell_id", "ln_ic50") if c not in pilot.columns]
     if lacking:
         raise PilotError(f"pilot: no {lacking[0]!r} column (columns: {', '.join(map(str, pilot.columns))})")
-    table = pilot[["drug_id", "cell_id"]].astype(str).assign(ln_ic50=pd.to_numeric(pilot["ln_ic50"], errors="coerce"))
+    pilot = pilot.reset_index(drop=True)
+    ids = {c: ids_as_text(pilot[c], "pilot") for c in ("drug_id", "cell_id")}
+    for values in ids.values():
+        check_ids("pilot", "table", values)
+    labels = pilot["ln_ic50"]
+    if not pd.api.types.is_numeric_dtype(labels):  # text as written: MISSING markers are no value
+        labels = labels.astype(str).str.strip().mask(lambda v: v.isin(MISSING))
+    table = pd.DataFrame(ids).assign(ln_ic50=pd.to_numeric(labels, errors="coerce").astype(float))
     checks = (
         (~table["drug_id"].isin(drug_ids), "names drug {drug_id!r}, which is not in --drugs"),
         (~table["cell_id"].isin(cell_ids), "names cell line {cell_id!r}, which the model does not know"),
