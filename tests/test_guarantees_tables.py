@@ -42,9 +42,10 @@ def fitted(trained_on: tuple[str, Path], tmp_path_factory: pytest.TempPathFactor
 
 
 def predict(capsys: pytest.CaptureFixture[str], model: Path, out: Path, *args: str) -> tuple[int, str]:
-    """``fused-train predict`` as a user runs it: exit code and output."""
+    """``fused-train predict`` as a user runs it: exit code and output. New drugs are embedded into a cache of the
+    test's own, so that the shared training cache stays as other tests expect it."""
     return run_console(main, "fused-train", capsys, "predict", "--model", str(model), "--out", str(out), "--quiet",
-                       "--top", "0", *args)  # fmt: skip
+                       "--top", "0", "--cache-dir", str(out.parent / "cache"), *args)  # fmt: skip
 
 
 def refused_in_one_line(code: int, output: str, message: str) -> None:
