@@ -127,7 +127,7 @@ def build(
     "--smiles",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="CSV/TSV of molecules: a 'smiles' column, ids from 'drug_id' or 'id' (else mol0, mol1, ...).",
+    help="CSV/TSV/Parquet of molecules: a 'smiles' column, ids from 'drug_id' or 'id' (else mol0, mol1, ...).",
 )
 @click.option(
     "--adata",

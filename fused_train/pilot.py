@@ -111,7 +111,9 @@ def training_smiles(folder: Path) -> pd.DataFrame:
     if saved is not None and "smiles" in saved.columns:
         return saved[["drug_id", "smiles"]]
     ids = saved["drug_id"] if saved is not None else pd.Series(info["drug_ids"])
-    name = info.get("dataset") or info["spec"]["dataset"]
+    name = info.get("dataset") or info.get("spec", {}).get("dataset")
+    if name is None:
+        raise DatasetError(f"{folder / 'model.json'} names no dataset, and {DRUGS} holds no SMILES")
     drugs = datasets.load(name).drugs.set_index("drug_id")["smiles"]
     missing = ids[~ids.isin(drugs.index)]
     if len(missing):

@@ -4,7 +4,9 @@ drug that is a training drug under another id is refused; messages give only adv
 
 from __future__ import annotations
 
+import json
 import pickle
+import shutil
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -253,3 +255,23 @@ def test_rdkit2d_ipc_is_scaled_not_zeroed(gdsc: datasets.Dataset) -> None:
     assert np.isfinite(scaled).all() and scaled[0] > 3 and scaled.std() > 0.5
     (result,) = trainer.run([fold], quiet=True)
     assert np.isfinite(result.test_pred).all()
+
+
+def test_a_pilot_is_refused_when_the_training_smiles_cannot_be_read(
+    fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Items 2 and 6: without the training SMILES a pilot drug cannot be shown to be new; plain predict says so."""
+    model = tmp_path / "model"
+    shutil.copytree(fitted, model)
+    info = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps(info | {"dataset": str(tmp_path / "moved")}))
+    pd.DataFrame({"drug_id": ["aspirin"], "smiles": [ASPIRIN]}).to_csv(tmp_path / "d.csv", index=False)
+    responses = pd.read_parquet(fitted / "responses.parquet")
+    pilot = responses[responses["drug_id"] == responses["drug_id"].iloc[0]].drop_duplicates("cell_id").head(5)
+    pilot.assign(drug_id="aspirin").to_csv(tmp_path / "pilot.csv", index=False)
+    drugs = ["--drugs", str(tmp_path / "d.csv")]
+    code, output = predict(capsys, model, tmp_path / "p.csv", *drugs, "--pilot", str(tmp_path / "pilot.csv"))
+    refused_in_one_line(code, output, "pilot: the model's training SMILES, needed to check that the pilot drugs are")
+    assert f"unknown dataset {str(tmp_path / 'moved')!r}" in output
+    code, output = predict(capsys, model, tmp_path / "p.csv", *drugs)
+    assert code == 0 and "warning: could not compare the drugs with the training drugs' SMILES" in output
