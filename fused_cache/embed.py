@@ -67,7 +67,7 @@ def read_adata(path: Path, modality: str, name: str | None = None) -> Items:
     except Exception as err:  # h5py and anndata raise several types for a file that is not an AnnData
         why = str(err).splitlines()[0] if str(err) else ""
         raise DatasetError(f"adata file {path} cannot be read as AnnData .h5ad ({type(err).__name__}: {why})") from err
-    no_repeated_columns(list(adata.var_names), "adata", path)
+    no_repeated_columns(list(adata.var_names), f"adata file {path}")
     values = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
     matrix = pd.DataFrame(values.astype(np.float32), index=adata.obs_names.astype(str), columns=adata.var_names)
     check_ids(str(path), "adata obs_names", matrix.index.to_series().rename("cell_id"))

@@ -124,12 +124,12 @@ def check_ids(name: str, what: str, values: pd.Series) -> None:
     raise DatasetError(f"{name}: {what} row {row}: {label} {why} ({int(problem.sum())} such rows)")
 
 
-def no_repeated_columns(columns: Sequence[object], what: str, path: object) -> None:
+def no_repeated_columns(columns: Sequence[object], where: str) -> None:
     """Refuse a column name given twice (pandas would rename the copy ``X.1`` and keep both)."""
     seen: set[str] = set()
     for column in map(str, columns):
         if column in seen:
-            raise DatasetError(f"{what} file {path} has column {column!r} more than once; keep one")
+            raise DatasetError(f"{where} has column {column!r} more than once; keep one")
         seen.add(column)
 
 
@@ -143,7 +143,7 @@ def _read_parquet(path: Path, what: str) -> pd.DataFrame:
         frame = pd.read_parquet(path)
     except Exception as err:  # pyarrow raises several types for a damaged or foreign file
         raise DatasetError(f"{what} file {path} cannot be read as Parquet ({type(err).__name__}: {err})") from err
-    no_repeated_columns(list(frame.columns), what, path)
+    no_repeated_columns(list(frame.columns), f"{what} file {path}")
     return frame
 
 
@@ -155,7 +155,7 @@ def _read_text(path: Path, what: str, sep: str, ids: Sequence[str | int], matrix
     except (ValueError, UnicodeDecodeError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
         raise DatasetError(f"{what} file {path} cannot be read ({type(err).__name__}: {err})") from err
     header = [str(c) for c in raw.iloc[0]]
-    no_repeated_columns(header, what, path)
+    no_repeated_columns(header, f"{what} file {path}")
     frame = raw.iloc[1:].reset_index(drop=True)
     frame.columns = header
     if not numeric:

@@ -276,7 +276,7 @@ def _omics_tables(cells: Mapping[str, TableLike] | str | Path) -> dict[str, pd.D
     for modality, source in sources.items():
         what = f"cells ({modality})"
         if isinstance(source, pd.DataFrame):
-            no_repeated_columns(list(source.columns), what, "(table given)")
+            no_repeated_columns(list(source.columns), f"{what} table")
             first = source.columns[0]
             table = source.set_index(first) if first == "cell_id" else source
         else:
@@ -304,7 +304,7 @@ def _omics_files(text: str) -> dict[str, Path]:
         found = find_tables(folder, "cells directory", lambda stem: omics_modality(stem) is not None)
         if not found:
             raise PredictError(f"cells: {text} holds no omics_<modality>.csv (or .tsv, .parquet) files")
-        return {omics_modality(stem): path for stem, path in found.items()}  # type: ignore[misc]
+        return {modality: path for stem, path in found.items() if (modality := omics_modality(stem))}
     files: dict[str, Path] = {}
     for path in map(Path, text.split(",")):
         check_file(path, "cells")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 import warnings
 from dataclasses import replace
@@ -21,11 +22,13 @@ from test_unseen_drugs import _planted
 from fused_cache import datasets
 from fused_cache.cli import cli as cache_cli
 from fused_cache.cli import main as cache_main
+from fused_cache.datasets import DatasetError
 from fused_cache.encoders.base import CheckpointError
 from fused_cache.encoders.registry import get_encoder
 from fused_cache.encoders.scfoundation import TRUST_ADVICE
 from fused_cache.encoders.torch_checkpoints import load_checkpoint_file
 from fused_cache.items import DrugBatch
+from fused_train import load_model
 from fused_train.cli import main
 from fused_train.engine import Execution, TrainConfig, Trainer
 from fused_train.fit import fit
@@ -275,3 +278,11 @@ def test_a_pilot_is_refused_when_the_training_smiles_cannot_be_read(
     assert f"unknown dataset {str(tmp_path / 'moved')!r}" in output
     code, output = predict(capsys, model, tmp_path / "p.csv", *drugs)
     assert code == 0 and "warning: could not compare the drugs with the training drugs' SMILES" in output
+
+
+def test_predict_from_python_refuses_a_gene_column_given_twice(fitted: Path, gdsc: datasets.Dataset) -> None:
+    """Item 3, from Python: a DataFrame may hold a column name twice; predict would pick one copy silently."""
+    matrix = gdsc.omics["methylation"].iloc[:2, :3]
+    twice = pd.concat([matrix, matrix.iloc[:, :1]], axis=1).rename_axis("cell_id").reset_index()
+    with pytest.raises(DatasetError, match=re.escape(f"cells (expression) table has column {matrix.columns[0]!r}")):
+        load_model(fitted).predict(cells={"expression": twice, "methylation": twice})
