@@ -282,7 +282,11 @@ def test_a_pilot_is_refused_when_the_training_smiles_cannot_be_read(
 
 def test_predict_from_python_refuses_a_gene_column_given_twice(fitted: Path, gdsc: datasets.Dataset) -> None:
     """Item 3, from Python: a DataFrame may hold a column name twice; predict would pick one copy silently."""
-    matrix = gdsc.omics["methylation"].iloc[:2, :3]
-    twice = pd.concat([matrix, matrix.iloc[:, :1]], axis=1).rename_axis("cell_id").reset_index()
-    with pytest.raises(DatasetError, match=re.escape(f"cells (expression) table has column {matrix.columns[0]!r}")):
-        load_model(fitted).predict(cells={"expression": twice, "methylation": twice})
+    lines = gdsc.omics["methylation"].index.intersection(gdsc.omics["expression"].index)[:2]
+    expression = gdsc.omics["expression"].loc[lines].rename_axis("cell_id").reset_index()
+    methylation = gdsc.omics["methylation"].loc[lines]
+    twice = pd.concat([methylation, methylation.iloc[:, :1] + 0.5], axis=1).rename_axis("cell_id").reset_index()
+    with pytest.raises(
+        DatasetError, match=re.escape(f"cells (methylation) table has column {methylation.columns[0]!r}")
+    ):
+        load_model(fitted).predict(cells={"expression": expression, "methylation": twice})
