@@ -79,6 +79,11 @@ class BuildReport:
         return f"{m['encoder']}: {what} v{m['version']} (n={m['n']}, dim={m['dim']}; {counts}) at {self.store.path}"
 
 
+class InvalidItems(EncoderError):
+    """Items the encoder refuses (``Encoder.check``) in a build with ``on_error="raise"``. The message does not name
+    the way to leave them out: only ``fused-cache build`` and ``embed`` have ``--on-error``, and they add it."""
+
+
 def encoder_inputs(dataset: Dataset, encoder: Encoder) -> Batch:
     """The items an encoder embeds: all drugs with their SMILES, or the cell lines that have its omics matrix."""
     modality = encoder.modality or "expression"
@@ -117,9 +122,9 @@ def build_store(
     skipped = enc.check(items)
     if skipped and on_error == "raise":
         first = next(iter(skipped))
-        raise EncoderError(
+        raise InvalidItems(
             f"{enc.entity} {first!r}: {skipped[first]} ({len(skipped)} invalid {enc.entity}s in {dataset.name}). "
-            "Fix the input, or pass --on-error skip to leave them out (they are listed in the manifest)."
+            "Fix the input."
         )
     items = items.take([i for i, item_id in enumerate(items.ids) if item_id not in skipped])
     if len(items) == 0:

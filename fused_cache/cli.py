@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +110,10 @@ def build(
         ignored = [k for k, v in given.items() if v is not None and k not in accepted]
         if ignored and len(chosen) == 1:
             raise click.UsageError(f"encoder {name!r} takes no --{ignored[0].replace('_', '-')}")
-        report = build_store(ds, name, cache_dir, fmt=fmt, batch_size=batch_size, dtype=dtype, on_error=on_error,
-                             quiet=quiet, encoder_options=options, scheduler=scheduler, workers=workers)  # fmt: skip
+        with _skip_advice():
+            report = build_store(ds, name, cache_dir, fmt=fmt, batch_size=batch_size, dtype=dtype,
+                                 on_error=on_error, quiet=quiet, encoder_options=options, scheduler=scheduler,
+                                 workers=workers)  # fmt: skip
         click.echo(str(report))
         if report.skipped:
             click.echo(f"  skipped (recorded in the manifest): {report.skipped}")
@@ -123,7 +127,7 @@ def build(
     "--smiles",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="CSV/TSV of molecules: a 'smiles' column, ids from 'drug_id' or 'id' (else mol0, mol1, ...).",
+    help="CSV/TSV/Parquet of molecules: a 'smiles' column, ids from 'drug_id' or 'id' (else mol0, mol1, ...).",
 )
 @click.option(
     "--adata",
@@ -168,8 +172,9 @@ def embed(
     accepted = inspect.signature(cls.__init__).parameters
     given = {"checkpoint": checkpoint, "device": device if device != "auto" else None}
     options = {k: v for k, v in given.items() if v is not None and k in accepted}
-    report = build_store(items, encoder, cache_dir, batch_size=batch_size, on_error=on_error, quiet=quiet,
-                         encoder_options=options)  # fmt: skip
+    with _skip_advice():
+        report = build_store(items, encoder, cache_dir, batch_size=batch_size, on_error=on_error, quiet=quiet,
+                             encoder_options=options)  # fmt: skip
     click.echo(str(report))
     with report.store as store:
         paths = write(store, fmt, out, items)
@@ -342,6 +347,19 @@ def summary(dataset: str, cache_dir: Path | None, out: Path, check: bool) -> Non
             fail(f"nothing compared: no summary under {out / refs[0].dataset} matches a local store of {dataset!r}")
     if mismatches:
         sys.exit(DATA_ERROR)
+
+
+@contextmanager
+def _skip_advice() -> Iterator[None]:
+    """Items an encoder refuses: the build's message, plus the option that leaves them out (only build and embed
+    have it)."""
+    from fused_cache.build import InvalidItems
+
+    try:
+        yield
+    except InvalidItems as err:
+        advice = "Or pass --on-error skip to leave them out (they are listed in the manifest)."
+        raise EncoderError(f"{err} {advice}") from err
 
 
 def _summary(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -325,6 +325,8 @@ def make_cli() -> click.Group:
         model = load_model(model_dir, _device(device))
         frame = model.predict(drugs=drugs, cells=cells, cache_dir=cache_dir, quiet=quiet, pilot=pilot)
         write_predictions(frame, out)
+        if drugs is not None:
+            _warn_known_molecules(model.folder, drugs)
         if "embedded" in model.report:
             click.echo(f"drugs: embedded {model.report['embedded']}, reused {model.report['reused']} from the cache")
         for name, n in model.report.get("extra_columns_ignored", {}).items():
@@ -398,6 +400,23 @@ def make_cli() -> click.Group:
 
 
 cli = make_cli()
+
+
+def _warn_known_molecules(folder: Path, drugs: str) -> None:
+    """A 'new' drug that is a training drug under another id is predicted, with a warning line on stderr: its
+    predictions are not those of an unseen drug."""
+    from fused_train.molecules import same_molecules
+    from fused_train.pilot import training_smiles
+    from fused_train.predict import _drug_table
+
+    try:
+        known = training_smiles(folder)
+    except DatasetError as err:
+        click.echo(f"warning: could not compare the drugs with the training drugs' SMILES: {err}", err=True)
+        return
+    for new, old in same_molecules(_drug_table(drugs), known):
+        click.echo(f"warning: drug {new!r} is training drug {old!r} under another id (the same canonical SMILES): "
+                   "the model has learned from its measurements", err=True)  # fmt: skip
 
 
 def main() -> None:

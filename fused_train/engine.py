@@ -339,7 +339,10 @@ def _padded_orders(orders: list[np.ndarray], size: int) -> tuple[np.ndarray, np.
 
 
 def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and sd (1 where a column is constant, so it maps to zero rather than NaN)."""
+    """Column mean and sd (1 where a column is constant, so it maps to zero rather than NaN), computed in float64:
+    in float32 the squares of a large feature overflow (RDKit's ``Ipc`` reaches 4.9e23), its sd becomes inf and the
+    feature is scaled to zero without a word. Features are finite float32, so float64 cannot overflow here."""
+    x = x.astype(np.float64)
     mean = x.mean(axis=0)
     sd = x.std(axis=0)
     return mean, np.where(sd > 0, sd, 1.0)

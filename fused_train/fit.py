@@ -9,8 +9,8 @@ under a temporary name and renamed, so it is complete or absent)::
                          the files beside it and its own checksum (``saved.py``)
     card.md              the same for people
     members/seed<k>/     one saved model each (fused_train/saved.py)
-    responses.parquet    the training pairs (drug_id, cell_id, ln_ic50) and drugs.parquet their drugs' targets and
-                         target pathways: what ``predict --pilot`` matches a new drug's pilot screen against
+    responses.parquet    the training pairs (drug_id, cell_id, ln_ic50) and drugs.parquet their drugs' SMILES, targets
+                         and target pathways: what ``predict --pilot`` matches a new drug's pilot screen against
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fused_cache import datasets
 from fused_cache.manifest import now
 from fused_train.engine import Execution, resolve_precision
 from fused_train.models.registry import BEST_FOR_NEW_DRUGS, MODELS, model
@@ -61,7 +62,9 @@ def fit(
         members.sort(key=lambda m: m["seed"])
         inputs.pairs[["drug_id", "cell_id", "ln_ic50"]].to_parquet(tmp / RESPONSES, index=False)  # for --pilot
         annotations = {c: [";".join(sorted(s)) for s in sets] for c, sets in inputs.drug_annotations.items()}
-        pd.DataFrame({"drug_id": inputs.drug_ids, **annotations}).to_parquet(tmp / DRUGS, index=False)
+        smiles = datasets.load(spec.dataset).drugs.set_index("drug_id")["smiles"].reindex(inputs.drug_ids)
+        drugs = pd.DataFrame({"drug_id": inputs.drug_ids, "smiles": smiles.to_numpy(), **annotations})
+        drugs.to_parquet(tmp / DRUGS, index=False)  # the SMILES: predict tells a training drug under a new id
         info = {
             "format": FORMAT,
             "kind": "ensemble",

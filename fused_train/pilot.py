@@ -9,17 +9,23 @@ give the mean and sd; pilot lines are flagged and the others ranked (1 = most se
 next.
 
 Pilot rows are checked first: a drug missing from ``--drugs``, a cell line the model does not know, a value that is
-not a finite number, a (drug, line) given twice, or fewer than 3 lines for a drug are errors that name the row.
+not a finite number, a (drug, line) given twice, or fewer than 3 lines for a drug are errors that name the row. So is
+a pilot drug that is a training drug under another id (``fused_train.molecules``).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from fused_cache import datasets
+from fused_cache.datasets import DatasetError
+from fused_cache.tables import MISSING, check_ids, ids_as_text
 from fused_train.models.matching import MatchingFitted, MatchingOptions
+from fused_train.molecules import same_molecules
 
 RESPONSES, DRUGS = "responses.parquet", "drugs.parquet"
 """Files ``fused-train fit`` writes beside model.json: the training pairs and the training drugs' annotations."""
@@ -35,7 +41,14 @@ def check_pilot(pilot: pd.DataFrame, drug_ids: np.ndarray, cell_ids: np.ndarray)
     lacking = [c for c in ("drug_id", "cell_id", "ln_ic50") if c not in pilot.columns]
     if lacking:
         raise PilotError(f"pilot: no {lacking[0]!r} column (columns: {', '.join(map(str, pilot.columns))})")
-    table = pilot[["drug_id", "cell_id"]].astype(str).assign(ln_ic50=pd.to_numeric(pilot["ln_ic50"], errors="coerce"))
+    pilot = pilot.reset_index(drop=True)
+    ids = {c: ids_as_text(pilot[c], "pilot") for c in ("drug_id", "cell_id")}
+    for values in ids.values():
+        check_ids("pilot", "table", values)
+    labels = pilot["ln_ic50"]
+    if not pd.api.types.is_numeric_dtype(labels):  # text as written: MISSING markers are no value
+        labels = labels.astype(str).str.strip().mask(lambda v: v.isin(MISSING))
+    table = pd.DataFrame(ids).assign(ln_ic50=pd.to_numeric(labels, errors="coerce").astype(float))
     checks = (
         (~table["drug_id"].isin(drug_ids), "names drug {drug_id!r}, which is not in --drugs"),
         (~table["cell_id"].isin(cell_ids), "names cell line {cell_id!r}, which the model does not know"),
@@ -62,6 +75,15 @@ def pilot_predictions(
     if not (folder / RESPONSES).is_file():
         raise PilotError(f"{folder} holds no {RESPONSES}: it was saved by an older fused-train fit; refit it to use "
                          "--pilot")  # fmt: skip
+    try:
+        known = training_smiles(folder)
+    except DatasetError as err:
+        raise PilotError(f"pilot: the model's training SMILES, needed to check that the pilot drugs are new, cannot "
+                         f"be read: {err}") from err  # fmt: skip
+    if twins := same_molecules(drugs[drugs["drug_id"].isin(pilot["drug_id"])], known):
+        new, old = twins[0]
+        raise PilotError(f"pilot: drug {new!r} is training drug {old!r} under another id (the same canonical SMILES); "
+                         "a pilot is for new drugs")  # fmt: skip
     responses = pd.read_parquet(folder / RESPONSES).astype({"drug_id": str, "cell_id": str})
     training = pd.read_parquet(folder / DRUGS).astype({"drug_id": str})
     frames = []
@@ -78,3 +100,21 @@ def pilot_predictions(
         frame["rank_to_test"] = frame["pred_ln_ic50"].where(~in_pilot).rank(method="first").astype("Int64")
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def training_smiles(folder: Path) -> pd.DataFrame:
+    """drug_id, smiles of the drugs the saved model in ``folder`` was trained on: from its drugs.parquet when that
+    holds them, else from the dataset it was trained on, which must still hold every training drug (DatasetError)."""
+    info = json.loads((folder / "model.json").read_text())
+    saved = pd.read_parquet(folder / DRUGS) if (folder / DRUGS).is_file() else None
+    if saved is not None and "smiles" in saved.columns:
+        return saved[["drug_id", "smiles"]]
+    ids = saved["drug_id"] if saved is not None else pd.Series(info["drug_ids"])
+    name = info.get("dataset") or info.get("spec", {}).get("dataset")
+    if name is None:
+        raise DatasetError(f"{folder / 'model.json'} names no dataset, and {DRUGS} holds no SMILES")
+    drugs = datasets.load(name).drugs.set_index("drug_id")["smiles"]
+    missing = ids[~ids.isin(drugs.index)]
+    if len(missing):
+        raise DatasetError(f"dataset {name!r} no longer has training drug {missing.iloc[0]!r}")
+    return pd.DataFrame({"drug_id": ids.to_numpy(), "smiles": drugs.loc[ids].to_numpy()})

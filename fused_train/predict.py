@@ -26,6 +26,16 @@ import pandas as pd
 
 from fused_cache.datasets import DRUG_ANNOTATIONS
 from fused_cache.stores import Store
+from fused_cache.tables import (
+    check_file,
+    check_ids,
+    find_tables,
+    ids_as_text,
+    no_repeated_columns,
+    omics_modality,
+    read_table,
+    table_stem,
+)
 from fused_train.data import _dense, _drug_features
 from fused_train.models.base import Fitted, PredictError, Query
 from fused_train.models.registry import BEST_FOR_NEW_DRUGS
@@ -249,34 +259,33 @@ def _recorded_store(record: dict[str, Any]) -> tuple[Store, dict[str, np.ndarray
 
 
 def _read_table(source: TableLike, what: str) -> pd.DataFrame:
+    """A table given in Python as it is; a file read by ``fused_cache.tables`` with every column as text exactly as
+    written (the callers parse what must be numbers)."""
     if isinstance(source, pd.DataFrame):
         return source
-    path = Path(source)
-    if not path.is_file():
-        raise PredictError(f"{what}: no file {path}")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".tab") else ",")
+    return read_table(source, what, numeric=False)
 
 
 def _drug_table(source: TableLike) -> pd.DataFrame:
-    """``drug_id`` and ``smiles`` (any case), ids unique, SMILES non-empty; RDKit checks the SMILES when embedding."""
+    """``drug_id`` and ``smiles`` (any case), ids unique text as written, SMILES non-empty; RDKit checks the SMILES
+    when embedding."""
     table = _read_table(source, "drugs")
     columns = {str(c).lower(): c for c in table.columns}
     lacking = [c for c in ("drug_id", "smiles") if c not in columns]
     if lacking:
         raise PredictError(f"drugs: no {lacking[0]!r} column (columns: {', '.join(map(str, table.columns))})")
-    out = pd.DataFrame({"drug_id": table[columns["drug_id"]].astype(str).str.strip(),
+    ids = ids_as_text(table[columns["drug_id"]], "drugs").rename("drug_id")
+    check_ids(_name(source), "drugs", ids)
+    out = pd.DataFrame({"drug_id": ids.to_numpy(),
                         "smiles": table[columns["smiles"]].fillna("").astype(str).str.strip()})  # fmt: skip
     for column in DRUG_ANNOTATIONS:  # optional: targets, target_pathway (used with --pilot)
         if column in columns:
             out[column] = table[columns[column]].where(table[columns[column]].notna(), "").astype(str)
     if out.empty:
         raise PredictError("drugs: the table is empty")
-    for column in ("drug_id", "smiles"):
-        empty = out[column].isin(["", "nan"])
-        if empty.any():
-            raise PredictError(f"drugs: row {int(np.flatnonzero(empty)[0])} has an empty {column}")
+    empty = out["smiles"] == ""
+    if empty.any():
+        raise PredictError(f"drugs: row {int(np.flatnonzero(empty)[0])} has an empty smiles")
     duplicated = out["drug_id"].duplicated()
     if duplicated.any():
         raise PredictError(f"drugs: drug_id {out['drug_id'][duplicated].iloc[0]!r} appears twice")
@@ -284,23 +293,22 @@ def _drug_table(source: TableLike) -> pd.DataFrame:
 
 
 def _omics_tables(cells: Mapping[str, TableLike] | str | Path) -> dict[str, pd.DataFrame]:
-    """{modality: table indexed by cell_id} from a mapping, a directory of omics_<modality>.* files, or a
-    comma-separated list of such files."""
-    if isinstance(cells, Mapping):
-        sources = dict(cells)
-    else:
-        text = str(cells)
-        folder = Path(text)
-        paths = sorted(folder.glob("omics_*.*")) if folder.is_dir() else [Path(p) for p in text.split(",")]
-        if not paths:
-            raise PredictError(f"cells: {text} holds no omics_<modality>.csv files")
-        sources = {p.name.split(".")[0].removeprefix("omics_"): p for p in paths}
+    """{modality: table indexed by cell_id} from a mapping, a directory of omics_<modality>.* files (exact names:
+    ``omics_expression.old.csv`` is not one), or a comma-separated list of such files."""
+    sources = dict(cells) if isinstance(cells, Mapping) else _omics_files(str(cells))
     tables = {}
     for modality, source in sources.items():
-        table = _read_table(source, f"cells ({modality})")
-        first = table.columns[0]
-        table = table.set_index(first) if not isinstance(source, pd.DataFrame) or first == "cell_id" else table
-        table.index = table.index.astype(str)
+        what = f"cells ({modality})"
+        if isinstance(source, pd.DataFrame):
+            no_repeated_columns(list(source.columns), f"{what} table")
+            first = source.columns[0]
+            table = source.set_index(first) if first == "cell_id" else source
+        else:
+            table = read_table(source, what, ids=(0,), matrix=True)
+            table = table.set_index(table.columns[0])
+        ids = ids_as_text(table.index.to_series().rename("cell_id"), what)
+        check_ids(_name(source), what, ids)
+        table.index = pd.Index(ids.to_numpy(), name="cell_id")
         if table.index.duplicated().any():
             raise PredictError(f"cells ({modality}): cell {table.index[table.index.duplicated()][0]!r} appears twice")
         tables[modality] = table
@@ -311,6 +319,32 @@ def _omics_tables(cells: Mapping[str, TableLike] | str | Path) -> dict[str, pd.D
             raise PredictError(f"cells: cell {sorted(other)[0]!r} is not in every omics table (e.g. not in "
                                f"{modality!r}); every new cell line needs every modality the model uses")  # fmt: skip
     return tables
+
+
+def _omics_files(text: str) -> dict[str, Path]:
+    """{modality: file} of ``--cells``: a directory's ``omics_<modality>`` tables, or such files comma-separated."""
+    folder = Path(text)
+    if folder.is_dir():
+        found = find_tables(folder, "cells directory", lambda stem: omics_modality(stem) is not None)
+        if not found:
+            raise PredictError(f"cells: {text} holds no omics_<modality>.csv (or .tsv, .parquet) files")
+        return {modality: path for stem, path in found.items() if (modality := omics_modality(stem))}
+    files: dict[str, Path] = {}
+    for path in map(Path, text.split(",")):
+        check_file(path, "cells")
+        modality = omics_modality(table_stem(path.name) or "")
+        if modality is None:
+            raise PredictError(f"cells: {path.name} is not named omics_<modality>.csv (or .tsv, .parquet): name it "
+                               "for the modality it holds, e.g. omics_expression.csv")  # fmt: skip
+        if modality in files:
+            raise PredictError(f"cells: {files[modality]} and {path} are both {modality!r} tables; give one")
+        files[modality] = path
+    return files
+
+
+def _name(source: object) -> str:
+    """How messages name a table: its file, or 'the table given'."""
+    return str(source) if isinstance(source, (str, Path)) else "the table given"
 
 
 def _features(name: str, record: dict[str, Any], table: pd.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, int]:

@@ -20,6 +20,7 @@ from fused_cache.datasets.dataset import (
     dataset_key,
     drug_annotations,
 )
+from fused_cache.tables import find_tables, omics_modality
 
 __all__ = [
     "BUNDLED", "DEEPCDR_TCGA_LABELS", "DRUG_ANNOTATIONS", "Dataset", "DatasetError", "Exclusions", "drug_annotations",
@@ -28,8 +29,6 @@ __all__ = [
 
 _GDSC_DIR = Path(__file__).parent / "gdsc_deepcdr"
 BUNDLED = ("gdsc-deepcdr", "gdsc-deepcdr-approx")
-SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".parquet")
-"""The file endings of a dataset directory's tables: ``pairs.csv`` is a table, ``pairs.old.csv`` is not."""
 
 DEEPCDR_TCGA_LABELS = (
     "ALL", "BLCA", "BRCA", "CESC", "DLBC", "LIHC", "LUAD", "ESCA", "GBM", "HNSC", "KIRC", "LAML", "LCML",
@@ -75,30 +74,24 @@ def _omics_matrix(name: str) -> pd.DataFrame:
 
 
 def _load_directory(path: Path) -> Dataset:
-    """A folder with pairs, drugs, optional cells and ``omics_<modality>`` tables, each named exactly (``SUFFIXES``)."""
+    """A folder with pairs, drugs, optional cells and ``omics_<modality>`` tables, each named exactly
+    (``fused_cache.tables.SUFFIXES``)."""
     if not path.is_dir():
         raise DatasetError(
             f"unknown dataset {str(path)!r}: use one of {list(BUNDLED)} "
             "or a directory with pairs, drugs and omics files"
         )
     path = path.resolve()
-    tables: dict[str, list[Path]] = {}
-    for file in sorted(path.iterdir()):
-        stem = next((file.name.removesuffix(s) for s in SUFFIXES if file.name.endswith(s)), None)
-        if stem in ("pairs", "drugs", "cells") or (stem is not None and stem.startswith("omics_") and "." not in stem):
-            tables.setdefault(stem, []).append(file)
-    for stem, files in tables.items():
-        if len(files) > 1:
-            raise DatasetError(
-                f"dataset directory {path} has {len(files)} {stem} tables: {', '.join(f.name for f in files)}; "
-                "keep one (move or rename the others)"
-            )
-    found = {stem: files[0] for stem, files in tables.items()}
+    found = find_tables(path, "dataset directory", _is_dataset_table)
     if "pairs" not in found or "drugs" not in found:
         raise DatasetError(
             f"dataset directory {path} needs pairs.csv (or .tsv, .parquet) and drugs.csv (or .tsv, .parquet)"
         )
-    omics = {stem.removeprefix("omics_"): file for stem, file in found.items() if stem.startswith("omics_")}
+    omics = {m: file for stem, file in found.items() if (m := omics_modality(stem)) is not None}
     return Dataset.from_files(
         pairs=found["pairs"], drugs=found["drugs"], omics=omics, cells=found.get("cells"), name=path.name, source=path
     )
+
+
+def _is_dataset_table(stem: str) -> bool:
+    return stem in ("pairs", "drugs", "cells") or omics_modality(stem) is not None

@@ -16,18 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fused_cache.tables import DatasetError, check_ids, read_table, show
+
 PAIR_COLUMNS = ("drug_id", "cell_id", "ln_ic50")
 DRUG_COLUMNS = ("drug_id", "smiles")
 DRUG_ANNOTATIONS = ("targets", "target_pathway")
 """Optional drug columns: known targets and target pathways, ';'-separated text ('' or missing: unknown). For a new
 compound they are normally known, so they are inputs like the SMILES, not labels."""
-MISSING = ("", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "None", "#N/A", "<NA>")
-"""Text read as 'not measured' in numeric columns (labels, omics values); never in id columns, where NA is an id."""
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-class DatasetError(ValueError):
-    """Bad input data; the message names the table, row or column and what to do."""
 
 
 @dataclass(frozen=True)
@@ -116,18 +112,18 @@ class Dataset:
         exactly as written (``007`` is not ``7``, ``NA`` is an id); ``source`` (default: the resolved pairs file)
         identifies the dataset's stores.
         """
-        pairs_df = _read_table(pairs, "pairs", ids=("drug_id", "cell_id"))
-        drugs_df = _read_table(drugs, "drugs", ids=("drug_id",))
+        pairs_df = read_table(pairs, "pairs", ids=("drug_id", "cell_id"))
+        drugs_df = read_table(drugs, "drugs", ids=("drug_id",))
         omics_df = {}
         for modality, path in (omics or {}).items():
-            matrix = _read_table(path, f"omics {modality!r}", ids=(0,), matrix=True)
+            matrix = read_table(path, f"omics {modality!r}", ids=(0,), matrix=True)
             omics_df[modality] = matrix.set_index(matrix.columns[0]).rename_axis("cell_id")
         _require_columns(pairs_df, PAIR_COLUMNS, "pairs", pairs)
         _require_columns(drugs_df, DRUG_COLUMNS, "drugs", drugs)
         if cells is None:
             cells_df = pd.DataFrame({"cell_id": pd.unique(pairs_df["cell_id"])})
         else:
-            cells_df = _read_table(cells, "cells", ids=("cell_id",))
+            cells_df = read_table(cells, "cells", ids=("cell_id",))
             _require_columns(cells_df, ("cell_id",), "cells", cells)
         source = source or Path(pairs).resolve()
         return cls(name or Path(pairs).stem, drugs_df, cells_df, pairs_df, omics_df, source)
@@ -140,84 +136,6 @@ def dataset_key(name: str, source: Path | None = None) -> str:
         return name
     label = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-") or "dataset"
     return f"{label}-{hashlib.sha256(str(source or name).encode()).hexdigest()[:12]}"
-
-
-def _read_table(path: str | Path, what: str, ids: tuple[str | int, ...], matrix: bool = False) -> pd.DataFrame:
-    """A table with its ``ids`` columns (names, or positions) as text and the rest parsed as usual (a ``matrix`` of
-    omics values as floats); any problem that would otherwise surface as a pandas traceback or a quiet change (renamed
-    duplicate columns) is a DatasetError."""
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"{what} file {path} does not exist")
-    if path.is_dir():
-        raise DatasetError(f"{what} file {path} is a directory; it must be a .csv, .tsv or .parquet file")
-    if path.stat().st_size == 0:
-        raise DatasetError(f"{what} file {path} is empty (0 bytes)")
-    if path.suffix == ".parquet":
-        frame = _read_parquet(path, what)
-    elif path.suffix in {".csv", ".gz", ".tsv", ".txt"}:
-        sep = "\t" if ".tsv" in path.suffixes or path.suffix == ".txt" else ","
-        frame = _read_text(path, what, sep, ids, matrix)
-    else:
-        raise DatasetError(f"{what} file {path}: use .csv, .tsv or .parquet")
-    if frame.empty:
-        raise DatasetError(f"{what} file {path} has no rows")
-    for column in {frame.columns[c] if isinstance(c, int) else c for c in ids} & set(frame.columns):
-        if pd.api.types.is_float_dtype(frame[column]):
-            example = _show(frame[column].iloc[0])
-            raise DatasetError(
-                f"{what} file {path}: column {column!r} holds floating-point numbers (e.g. {example}), not ids; "
-                "write ids as text or integers"
-            )
-        if pd.api.types.is_integer_dtype(frame[column]):
-            frame[column] = frame[column].astype(str)
-    return frame
-
-
-def _read_parquet(path: Path, what: str) -> pd.DataFrame:
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as err:  # pyarrow raises several types for a damaged or foreign file
-        raise DatasetError(f"{what} file {path} cannot be read as Parquet ({type(err).__name__}: {err})") from err
-    _no_repeated_columns(list(frame.columns), what, path)
-    return frame
-
-
-def _read_text(path: Path, what: str, sep: str, ids: tuple[str | int, ...], matrix: bool) -> pd.DataFrame:
-    """CSV/TSV read as text first (pandas would parse an ``NA`` id as NaN, ``007`` as 7 and rename a repeated column
-    ``X`` to ``X.1``); then every other column whose values are all numbers or MISSING markers becomes numeric (in one
-    step for a ``matrix``, which may have thousands of columns)."""
-    try:
-        raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, header=None)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{what} file {path} cannot be read ({type(err).__name__}: {err})") from err
-    header = [str(c) for c in raw.iloc[0]]
-    _no_repeated_columns(header, what, path)
-    frame = raw.iloc[1:].reset_index(drop=True)
-    frame.columns = header
-    id_columns = {header[c] if isinstance(c, int) else c for c in ids}
-    others = [c for c in header if c not in id_columns]
-    block = frame[others].apply(lambda column: column.str.strip())
-    block = block.mask(block.isin(MISSING))
-    if matrix:
-        try:
-            frame[others] = block.astype(np.float64)
-            return frame
-        except ValueError:
-            pass  # a column that is not numeric: left as text below, and named by validate()
-    for column in others:
-        numbers = pd.to_numeric(block[column], errors="coerce")
-        if (numbers.notna() | block[column].isna()).all():
-            frame[column] = numbers
-    return frame
-
-
-def _no_repeated_columns(columns: list[str], what: str, path: Path) -> None:
-    seen: set[str] = set()
-    for column in columns:
-        if column in seen:
-            raise DatasetError(f"{what} file {path} has column {column!r} more than once; keep one")
-        seen.add(column)
 
 
 def _require_columns(frame: pd.DataFrame, needed: Sequence[str], what: str, path: object) -> None:
@@ -238,7 +156,7 @@ def validate(ds: Dataset) -> None:
     _require_columns(ds.cells, ("cell_id",), "cells", ds.name)
     for what, values in (("drugs", ds.drugs["drug_id"]), ("cells", ds.cells["cell_id"]), ("pairs", ds.pairs["drug_id"]),
                          ("pairs", ds.pairs["cell_id"])):  # fmt: skip
-        _check_ids(ds.name, what, values)
+        check_ids(ds.name, what, values)
     for what, frame, key in (("drugs", ds.drugs, "drug_id"), ("cells", ds.cells, "cell_id")):
         dup = frame[key][frame[key].duplicated()]
         if len(dup):
@@ -259,7 +177,7 @@ def validate(ds: Dataset) -> None:
         drug, cell = ds.pairs["drug_id"].iloc[row], ds.pairs["cell_id"].iloc[row]
         raise DatasetError(
             f"{ds.name}: pairs row {row} (drug {drug!r}, cell {cell!r})"
-            f" has ln_ic50 {_show(ds.pairs['ln_ic50'].iloc[row])}, which is not a finite number; fix or remove that row"
+            f" has ln_ic50 {show(ds.pairs['ln_ic50'].iloc[row])}, which is not a finite number; fix or remove that row"
         )
     for key, table in (("drug_id", ds.drugs), ("cell_id", ds.cells)):
         unknown = ~ds.pairs[key].isin(table[key])
@@ -275,13 +193,13 @@ def validate(ds: Dataset) -> None:
         twin = next(int(r) for r in copies[1:] if ds.pairs.iloc[r].equals(first))
         raise DatasetError(
             f"{ds.name}: pairs rows {copies[0]} and {twin} are identical (drug {first['drug_id']!r}, cell "
-            f"{first['cell_id']!r}, ln_ic50 {_show(first['ln_ic50'])}); remove the copy (a repeated measurement keeps "
+            f"{first['cell_id']!r}, ln_ic50 {show(first['ln_ic50'])}); remove the copy (a repeated measurement keeps "
             "its own value, and is kept)"
         )
     for modality, matrix in ds.omics.items():
         if matrix.empty:
             raise DatasetError(f"{ds.name}: omics {modality!r} matrix is empty")
-        _check_ids(ds.name, f"omics {modality!r}", matrix.index.to_series())
+        check_ids(ds.name, f"omics {modality!r}", matrix.index.to_series())
         dup = matrix.index[matrix.index.duplicated()]
         if len(dup):
             raise DatasetError(f"{ds.name}: omics {modality!r} lists cell {dup[0]!r} more than once")
@@ -297,31 +215,6 @@ def validate(ds: Dataset) -> None:
                 f"{ds.name}: omics {modality!r} row of cell {empty[0]!r} has no value ({len(empty)} such rows); "
                 "remove it: a cell line without data for a modality is left out of that file"
             )
-
-
-def _show(value: object) -> str:
-    """A value as the user wrote it: 1401.0 or 'high', not np.float64(1401.0)."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
-
-
-def _check_ids(name: str, what: str, values: pd.Series) -> None:
-    """Ids are non-empty text without surrounding spaces: they are matched exactly, so ' ACH-1' would quietly miss
-    'ACH-1', and a float id (1401.0) is a parsing accident."""
-    text = values.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
-    problem = ~text
-    if text.all():
-        problem = (values.str.strip() != values).to_numpy() | (values == "").to_numpy()
-    if not problem.any():
-        return
-    row = int(np.flatnonzero(problem)[0])
-    value, label = values.iloc[row], values.name or "id"
-    if not isinstance(value, str):
-        why = f"is {type(value).__name__} {value!r}, not text; ids are strings (use .astype(str) on integer ids)"
-    elif value == "":
-        why = "is empty; every row needs an id"
-    else:
-        why = f"{value!r} has leading or trailing spaces; remove them (ids are matched exactly)"
-    raise DatasetError(f"{name}: {what} row {row}: {label} {why} ({int(problem.sum())} such rows)")
 
 
 def drug_annotations(drugs: pd.DataFrame, column: str) -> dict[str, frozenset[str]]:

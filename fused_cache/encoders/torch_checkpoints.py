@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,21 @@ def load_checkpoint_file(path: Path, trust: bool, refused: str) -> Any:
     if not zipped and not pickled:
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust, mmap=zipped)
+        with warnings.catch_warnings():  # torch's advice on pickle protocols is not ours to give
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=not trust, mmap=zipped)
     except pickle.UnpicklingError as err:
+        if trust:
+            why = str(err).splitlines()[0]
+            raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint: {why}") from err
+        # torch's own text recommends weights_only=False; the safe way here is the user's explicit trust
         unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if unsafe and not trust:
-            raise CheckpointError(
-                f"{path} holds pickled Python objects ({unsafe.group(1)}), which torch.load(weights_only=True) "
-                f"refuses because unpickling can run code: {refused}"
-            ) from None
-        raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint: {str(err).splitlines()[0]}") from err
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
+        what = unsafe.group(1) if unsafe else (detail.group(1).strip() if detail else "not plain tensors")
+        raise CheckpointError(
+            f"{path} holds pickled Python objects ({what}), which torch.load(weights_only=True) refuses because "
+            f"unpickling can run code: {refused}"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint: {err}") from err
 
