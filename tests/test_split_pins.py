@@ -11,7 +11,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from fused_train.splits import make_folds
+from fused_train.splits import SPLITS, drug_blind, make_folds, pilot_shots
 
 PINNED = {
     "drug-known": "7b4c5dbb58afc2e0",
@@ -52,3 +52,10 @@ def fold_hash(split: str) -> str:
 @pytest.mark.parametrize("split", PINNED)
 def test_fold_names_and_roles_are_unchanged(split: str) -> None:
     assert fold_hash(split) == PINNED[split]
+
+
+def test_the_names_callers_import_keep_their_meaning() -> None:
+    """``drug_blind`` and ``pilot_shots`` take a split's name, as before splits became objects."""
+    assert [s for s in SPLITS if drug_blind(s)] == [s for s in SPLITS if s == "lodo" or s.startswith("pilot-")]
+    assert pilot_shots("pilot-10-tissue") == 10 and pilot_shots("pilot-40") == 40 and pilot_shots("lodo") is None
+    assert drug_blind("LDO") and not drug_blind("LTO")

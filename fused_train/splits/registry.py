@@ -57,11 +57,12 @@ def make_folds(
 
 
 def drug_blind(split: str) -> bool:
-    """Whether the split holds whole drugs out (LODO and its pilot-K variants): their results are per drug."""
+    """Whether the split (a name or alias) holds whole drugs out: LODO and its pilot-K variants. For callers that hold
+    a split's name; given the split, read its ``holds_out``."""
     return split_of(split).holds_out == "drug"
 
 
 def pilot_shots(split: str) -> int | None:
-    """K of a ``pilot-K`` or ``pilot-K-tissue`` split; None for the other splits."""
+    """K of a ``pilot-K`` or ``pilot-K-tissue`` split; None for the other splits (and unknown names)."""
     chosen = SPLITS.get(split)
     return chosen.shots if isinstance(chosen, Pilot) else None
