@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from helpers import tiny_spec, write_dataset
+from helpers import run_console, tiny_spec, write_dataset
 
 from fused_cache import build_store, datasets
 from fused_cache.datasets import Dataset
-from fused_train.cli import make_cli
+from fused_train.cli import main, make_cli
 from fused_train.metrics import pcc
 from fused_train.runs import RunSpec
 from fused_train.splits import TEST, TRAIN, UNUSED, VAL, FoldSelectionError, make_folds, split_of
@@ -82,6 +82,19 @@ def test_a_dataset_without_tissues_or_without_a_large_one_is_refused() -> None:
     two = np.array(["LUAD"] * 12 + ["BRCA"] * 3)
     with pytest.raises(FoldSelectionError, match="holding out LUAD leaves no other tissue to train on"):
         make_folds("tissue-out", np.ones((3, 15)), drug_ids[:3], two)
+
+
+def test_the_command_line_refuses_lto_on_data_without_a_large_tissue_in_one_line(
+    trained_on: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset, cache = trained_on  # 40 cell lines, at most 6 of one type
+    args = ["run", "--model", "naive", "--split", "LTO", "--drug-encoder", "morgan", "--dataset", dataset,
+            "--cache-dir", str(cache), "--out", str(tmp_path / "run")]  # fmt: skip
+    code, output = run_console(main, "fused-train", capsys, *args)
+    assert code == 2 and output.strip().splitlines() == [
+        "error: --split tissue-out: no TCGA type has 10 cell lines with measurements (largest: SCLC, 6); use cell-out"
+    ]
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
 
 
 def test_lto_is_an_alias_and_config_json_records_the_name() -> None:
