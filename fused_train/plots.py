@@ -180,7 +180,7 @@ def per_entity_vs_baseline(run_dirs: Sequence[Path], out: Path, formats: Sequenc
 
 
 @cache
-def tissues(dataset: str) -> pd.Series:
+def tcga_types(dataset: str) -> pd.Series:
     """Each cell line's TCGA type in the dataset's cells table ("" where unknown; empty without the column)."""
     from fused_cache import datasets
 
@@ -217,11 +217,11 @@ def per_tissue(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("p
     for ax, (split, runs) in zip(axes.flat, groups.items(), strict=False):
         series = {}
         for _, config, frame, model in runs:
-            series[label(config)] = tissue_pcc(frame, f"pred_{model}", split, tissues(config["dataset"]))
+            series[label(config)] = tissue_pcc(frame, f"pred_{model}", split, tcga_types(config["dataset"]))
         _, config, frame, _ = runs[0]  # the naive reference, last in the legend (the same in every run of a split)
         chosen = split_of(split)
         baseline = "mean-effects" if chosen.holds_out == "pair" else BASELINE[chosen.entity]
-        series[f"naive {baseline}"] = tissue_pcc(frame, f"pred_{baseline}", split, tissues(config["dataset"]))
+        series[f"naive {baseline}"] = tissue_pcc(frame, f"pred_{baseline}", split, tcga_types(config["dataset"]))
         table = pd.DataFrame(series)
         table = table.loc[table.mean(axis=1).sort_values().index]
         rows = np.arange(len(table))

@@ -230,7 +230,7 @@ def tissue_table(run_dirs: list[Path]) -> pd.DataFrame:
         if not split_of(config["split"]).tissue_table:
             continue
         model = next((n for n in predictors(frame) if n not in NAIVE), None)
-        frame = frame.assign(tissue=frame["cell_id"].map(plots.tissues(config["dataset"])).fillna(""))
+        frame = frame.assign(tissue=frame["cell_id"].map(plots.tcga_types(config["dataset"])).fillna(""))
         for tissue, part in frame[frame["tissue"] != ""].groupby("tissue"):
             row = {"run": plots.label(config), "TCGA type": tissue, "cell lines": part["cell_id"].nunique(),
                    "test pairs": int(len(part) / part["seed"].nunique()), "model": model or ""}  # fmt: skip
