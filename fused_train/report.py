@@ -248,7 +248,7 @@ def tissue_table(run_dirs: list[Path]) -> pd.DataFrame:
                 test = paired_test(per_cell[model], per_cell[reference])
                 row |= {"cell lines won": f"{test.wins}/{test.n}", "p (two-sided)": _p(test.p_two_sided)}
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).fillna("")  # a naive run has no model columns
 
 
 def write_report(
