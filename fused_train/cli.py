@@ -24,7 +24,7 @@ from fused_cache.stores import CorruptStore, StaleStore, StoreNotFound
 from fused_train.data import InputError
 from fused_train.engine import SELECT_BY, Execution, TrainConfig
 from fused_train.models.registry import BEST_FOR_NEW_DRUGS, MODELS, ModelError, Option, options_of
-from fused_train.splits import SPLITS, FoldSelectionError
+from fused_train.splits import FoldSelectionError, benchmark_splits, split_of
 
 _TRAIN, _EXECUTION = TrainConfig(), Execution()
 
@@ -45,16 +45,15 @@ class _Numbers(click.ParamType):
 
 
 class _Split(click.Choice):
-    """A split by our name or drevalpy's: LPO = drug-known, LDO = lodo, LCO = cell-out (any case)."""
-
-    ALIASES = {"lpo": "drug-known", "ldo": "lodo", "lco": "cell-out"}
+    """A benchmark split of the registry (``fused_train/splits/registry.py``) by its name or an alias such as
+    drevalpy's LPO, LDO, LCO, LTO (any case); converted to its name."""
 
     def __init__(self) -> None:
-        super().__init__([*SPLITS, "LPO", "LDO", "LCO"], case_sensitive=False)
+        splits = benchmark_splits()
+        super().__init__([s.name for s in splits] + [a for s in splits for a in s.aliases], case_sensitive=False)
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
-        chosen = super().convert(value, param, ctx)
-        return self.ALIASES.get(chosen.lower(), chosen)
+        return split_of(super().convert(value, param, ctx)).name
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -90,10 +89,13 @@ def _model_options(multiple: bool) -> tuple[list[Callable], list[str]]:
     return decorators, list(uses)
 
 
+def _split_help() -> str:
+    aliases = ", ".join(f"{a} = {s.name}" for s in benchmark_splits() for a in s.aliases)
+    return f"How folds hold data out (fused_train/splits/): {aliases} (drevalpy's names, any case)."
+
+
 def _split_option(fn: Any) -> Any:
-    return click.option("--split", type=_Split(), default="lodo", show_default=True,
-                        help="drug-known (LPO), lodo (LDO: leave one drug out) or cell-out (LCO: leave cell lines "
-                        "out).")(fn)  # fmt: skip
+    return click.option("--split", type=_Split(), default="lodo", show_default=True, help=_split_help())(fn)
 
 
 def _spec_options(fn: Any, model: str = "fused", model_help: str = "") -> Any:
@@ -342,9 +344,7 @@ def make_cli() -> click.Group:
                    f"({len(model.members)} members) to {out}")  # fmt: skip
 
     @cli.command()
-    @click.option(
-        "--split", type=_Split(), default="lodo", show_default=True, help="drug-known/LPO, lodo/LDO, cell-out/LCO."
-    )
+    @_split_option
     @click.option("--seeds", default="0", show_default=True, help="Split seeds, comma-separated, e.g. 0,1,2.")
     @click.option(
         "--drug-encoder", default="chemnet", show_default=True, help="Drug store (decides which pairs exist)."

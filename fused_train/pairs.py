@@ -22,7 +22,7 @@ import torch
 
 from fused_cache import datasets
 from fused_train.data import Inputs, load_inputs
-from fused_train.splits import PILOT, TEST, TRAIN, VAL, Fold, make_folds
+from fused_train.splits import PILOT, TEST, TRAIN, VAL, Fold, make_folds, split_of
 
 ROLES = {"train": TRAIN, "val": VAL, "test": TEST, "pilot": PILOT}
 
@@ -76,20 +76,19 @@ class EmbeddingPairs(torch.utils.data.Dataset):
 
 
 def membership(inputs: Inputs, folds: Sequence[Fold]) -> pd.DataFrame:
-    """Which role each entity (LODO: drug, leave-cell-out: cell line) or measured (drug, cell line) (drug-known) has
-    in each fold; a pair's role is its row's. Both measurements of a CID measured under two GDSC ids share one."""
+    """Which role each unit of the fold's split (its ``role_unit``: a drug in LODO, a cell line in leave-cell-out and
+    leave-tissue-out, a measured (drug, cell line) elsewhere) has in each fold; a pair's role is its unit's. Both
+    measurements of a CID measured under two GDSC ids share one."""
     names = {v: k for k, v in ROLES.items()}
     tables = []
     for fold in folds:
-        measured = fold.roles > 0
-        if fold.split == "lodo":
-            role = fold.roles.max(axis=1)
-            part = pd.DataFrame({"drug_id": inputs.drug_ids, "role": role})
-        elif fold.split == "cell-out":
-            role = fold.roles.max(axis=0)
-            part = pd.DataFrame({"cell_id": inputs.cell_ids, "role": role})
+        unit = split_of(fold.split).role_unit
+        if unit == "drug":
+            part = pd.DataFrame({"drug_id": inputs.drug_ids, "role": fold.roles.max(axis=1)})
+        elif unit == "cell":
+            part = pd.DataFrame({"cell_id": inputs.cell_ids, "role": fold.roles.max(axis=0)})
         else:
-            d, c = np.nonzero(measured)
+            d, c = np.nonzero(fold.roles > 0)
             part = pd.DataFrame(
                 {"drug_id": inputs.drug_ids[d], "cell_id": inputs.cell_ids[c], "role": fold.roles[d, c]}
             )

@@ -1,12 +1,13 @@
 """Figures of finished runs, each about one question a reader asks of a drug-response benchmark.
 
 - ``learning_curves``: validation metric per epoch, one panel per split (splits measure different things and are
-  never drawn on one axis). LODO shows the per-drug validation PCC (what LODO is about), the other splits the pooled
-  validation PCC. The curve is the mean over all folds at every epoch: a fold that stopped early keeps its last value,
-  so the mean does not jump when folds drop out.
+  never drawn on one axis). Splits that choose epochs by per-drug PCC (LODO, pilot-K) show the per-drug validation
+  PCC (what LODO is about), the other splits the pooled validation PCC. The curve is the mean over all folds at every
+  epoch: a fold that stopped early keeps its last value, so the mean does not jump when folds drop out.
 - ``predicted_vs_observed``: hexbin of predicted against observed ln IC50, one panel per model run.
 - ``per_entity_vs_baseline``: per-drug PCC of the model against the naive cell-line mean (one point per drug, the
-  diagonal drawn, Wilcoxon p-value and wins in the title); per cell line against the drug mean in leave-cell-out.
+  diagonal drawn, Wilcoxon p-value and wins in the title); per cell line against the drug mean where the split holds
+  cell lines out (leave-cell-out, leave-tissue-out).
 - ``per_tissue``: per TCGA type, the split's PCC on the cell lines of that type, one panel per split.
 
 Every function takes run directories, writes ``out`` as PNG (and SVG when asked) and returns the written paths.
@@ -30,19 +31,10 @@ import pandas as pd  # noqa: E402
 from fused_train.metrics import pcc  # noqa: E402
 from fused_train.models.naive import NAIVE  # noqa: E402
 from fused_train.runs import predictions, predictors  # noqa: E402
-from fused_train.splits import SPLITS, TISSUE, drug_blind, pilot_shots  # noqa: E402
+from fused_train.splits import SPLITS, split_of  # noqa: E402
+from fused_train.splits.pilot import Pilot  # noqa: E402
 from fused_train.stats import entity_pcc, paired_test  # noqa: E402
 
-SPLIT_TITLES = {
-    "drug-known": "drug-known (LPO)",
-    "lodo": "leave-one-drug-out (LDO)",
-    "cell-out": "leave-cell-out (LCO)",
-    **{
-        s: f"LODO with a {pilot_shots(s)}-cell-line pilot screen{' across tissues' if s.endswith(TISSUE) else ''}"
-        for s in SPLITS
-        if pilot_shots(s)
-    },
-}
 ACROSS_TISSUES = " (pilot across tissues)"
 BASELINE = {"drug_id": "cell-mean", "cell_id": "drug-mean"}
 """The naive predictor a model's per-entity PCC is compared with: the one that ranks by the other entity's mean."""
@@ -59,10 +51,6 @@ def label(config: dict[str, Any]) -> str:
     return f"{config['model']} · {config['drug_encoder']} · {'+'.join([config['cell_encoder'], *config['omics']])}"
 
 
-def entity_of(split: str) -> str:
-    return "cell_id" if split == "cell-out" else "drug_id"
-
-
 def save(fig: plt.Figure, out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
     paths = []
     for fmt in formats:
@@ -77,7 +65,7 @@ def _by_split(run_dirs: Sequence[Path]) -> dict[str, list[Path]]:
     groups: dict[str, list[Path]] = {}
     for run_dir in run_dirs:
         groups.setdefault(config_of(run_dir)["split"], []).append(run_dir)
-    return {s: groups[s] for s in SPLIT_TITLES if s in groups}
+    return {s: groups[s] for s in SPLITS if s in groups}
 
 
 def _grid(n: int, width: float = 3.6, height: float = 3.3) -> tuple[plt.Figure, np.ndarray]:
@@ -98,9 +86,9 @@ def curve_mean(curves: Sequence[pd.DataFrame], column: str) -> pd.Series:
 
 def _fold_count(config: dict[str, Any], n_folds: int) -> str:
     seeds = len(config["seeds"])
-    if config["split"] == "drug-known":  # one fold per seed: what varies is the seed
-        return f"{seeds} seed{'s' * (seeds > 1)}"
     per_seed = n_folds // max(seeds, 1)
+    if per_seed == 1:  # one fold per seed (drug-known): what varies is the seed
+        return f"{seeds} seed{'s' * (seeds > 1)}"
     return f"{per_seed} folds" + (f" x {seeds} seeds" if seeds > 1 else "")
 
 
@@ -110,15 +98,16 @@ def learning_curves(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] 
     groups = {s: runs for s, runs in groups.items() if runs}
     fig, axes = _grid(max(len(groups), 1), width=5.0, height=3.8)
     for ax, (split, runs) in zip(axes, groups.items(), strict=False):
-        column = "val_drug_pcc" if drug_blind(split) else "val_pcc"
+        by_drug = split_of(split).selection_metric == "drug-pcc"
+        column = "val_drug_pcc" if by_drug else "val_pcc"
         for run_dir in runs:
             config = config_of(run_dir)
             curves = [pd.read_csv(f) for f in sorted((run_dir / "curves").glob("*.csv"))]
             mean = curve_mean(curves, column)
             ax.plot(mean.index, mean.to_numpy(), label=f"{label(config)} ({_fold_count(config, len(curves))})")
-        ax.set_title(SPLIT_TITLES[split])
+        ax.set_title(split_of(split).title)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("per-drug validation PCC" if drug_blind(split) else "validation PCC (pooled)")
+        ax.set_ylabel("per-drug validation PCC" if by_drug else "validation PCC (pooled)")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.suptitle("Mean over all folds at each epoch (a fold that stopped early keeps its last value)")
@@ -134,7 +123,7 @@ def _model_runs(run_dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any], pd
         models = [n for n in predictors(frame) if n not in NAIVE]
         if models:
             found.append((run_dir, config_of(run_dir), frame, models[0]))
-    return sorted(found, key=lambda run: list(SPLIT_TITLES).index(run[1]["split"]))
+    return sorted(found, key=lambda run: list(SPLITS).index(run[1]["split"]))
 
 
 def predicted_vs_observed(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
@@ -149,7 +138,7 @@ def predicted_vs_observed(run_dirs: Sequence[Path], out: Path, formats: Sequence
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
-        ax.set_title(f"{SPLIT_TITLES[config['split']]}\n{label(config)}\nPCC {pcc(y, p):.3f}, {len(y):,} test pairs")
+        ax.set_title(f"{split_of(config['split']).title}\n{label(config)}\nPCC {pcc(y, p):.3f}, {len(y):,} test pairs")
         ax.set_xlabel("observed ln IC50")
         ax.set_ylabel(f"predicted ln IC50 ({model})")
         fig.colorbar(art, ax=ax, label="test pairs per hexagon", shrink=0.8)
@@ -158,11 +147,12 @@ def predicted_vs_observed(run_dirs: Sequence[Path], out: Path, formats: Sequence
 
 
 def per_entity_vs_baseline(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Per-drug PCC of each model against the cell-line mean (per cell line against the drug mean in cell-out)."""
+    """Per-drug PCC of each model against the cell-line mean (per cell line against the drug mean where the split
+    holds cell lines out)."""
     runs = _model_runs(run_dirs)
     fig, axes = _grid(max(len(runs), 1), width=4.4, height=5.0)
     for ax, (_, config, frame, model) in zip(axes, runs, strict=False):
-        by = entity_of(config["split"])
+        by = split_of(config["split"]).entity
         baseline = BASELINE[by]
         a, b = entity_pcc(frame, by, f"pred_{model}"), entity_pcc(frame, by, f"pred_{baseline}")
         test = paired_test(a, b)
@@ -180,7 +170,7 @@ def per_entity_vs_baseline(run_dirs: Sequence[Path], out: Path, formats: Sequenc
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
         plural = "drugs" if by == "drug_id" else "cell lines"
-        ax.set_title(f"{SPLIT_TITLES[config['split']]}\n{label(config)}\n"
+        ax.set_title(f"{split_of(config['split']).title}\n{label(config)}\n"
                      f"{model} higher: {test.wins}/{test.n} {plural}, Wilcoxon p = {test.p_two_sided:.2g}")  # fmt: skip
         ax.set_xlabel(f"per-{unit} PCC, naive {baseline}")
         ax.set_ylabel(f"per-{unit} PCC, {model}")
@@ -190,7 +180,8 @@ def per_entity_vs_baseline(run_dirs: Sequence[Path], out: Path, formats: Sequenc
 
 
 @cache
-def _tissues(dataset: str) -> pd.Series:
+def tcga_types(dataset: str) -> pd.Series:
+    """Each cell line's TCGA type in the dataset's cells table ("" where unknown; empty without the column)."""
     from fused_cache import datasets
 
     cells = datasets.load(dataset).cells
@@ -200,17 +191,19 @@ def _tissues(dataset: str) -> pd.Series:
 
 
 def tissue_pcc(frame: pd.DataFrame, pred: str, split: str, tissues: pd.Series, min_cells: int = 5) -> pd.Series:
-    """Per TCGA type with at least ``min_cells`` cell lines: pooled PCC of its pairs (drug-known), mean per-drug
-    PCC over its cell lines (LODO), or mean per-cell-line PCC of its cell lines (leave-cell-out)."""
+    """Per TCGA type with at least ``min_cells`` cell lines: pooled PCC of its pairs (where the split holds pairs out:
+    drug-known), else the mean per-entity PCC (``Split.entity``) on its cell lines: per drug (LODO), per cell line
+    (leave-cell-out, leave-tissue-out)."""
     frame = frame.assign(tissue=frame["cell_id"].map(tissues).fillna(""))
+    chosen = split_of(split)
     out = {}
     for tissue, part in frame[frame["tissue"] != ""].groupby("tissue"):
         if part["cell_id"].nunique() < min_cells:
             continue
-        if split == "drug-known":
+        if chosen.holds_out == "pair":
             out[tissue] = pcc(part["ln_ic50"].to_numpy(), part[pred].to_numpy())
         else:
-            out[tissue] = entity_pcc(part, entity_of(split), pred).mean()
+            out[tissue] = entity_pcc(part, chosen.entity, pred).mean()
     return pd.Series(out, dtype=float)
 
 
@@ -219,15 +212,16 @@ def per_tissue(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("p
     groups: dict[str, list] = {}
     for run in _model_runs(run_dirs):
         groups.setdefault(run[1]["split"], []).append(run)
-    groups = {s: groups[s] for s in SPLIT_TITLES if s in groups}
+    groups = {s: groups[s] for s in SPLITS if s in groups}
     fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4.8 * max(len(groups), 1), 7.5), squeeze=False)
     for ax, (split, runs) in zip(axes.flat, groups.items(), strict=False):
         series = {}
         for _, config, frame, model in runs:
-            series[label(config)] = tissue_pcc(frame, f"pred_{model}", split, _tissues(config["dataset"]))
+            series[label(config)] = tissue_pcc(frame, f"pred_{model}", split, tcga_types(config["dataset"]))
         _, config, frame, _ = runs[0]  # the naive reference, last in the legend (the same in every run of a split)
-        baseline = "mean-effects" if split == "drug-known" else BASELINE[entity_of(split)]
-        series[f"naive {baseline}"] = tissue_pcc(frame, f"pred_{baseline}", split, _tissues(config["dataset"]))
+        chosen = split_of(split)
+        baseline = "mean-effects" if chosen.holds_out == "pair" else BASELINE[chosen.entity]
+        series[f"naive {baseline}"] = tissue_pcc(frame, f"pred_{baseline}", split, tcga_types(config["dataset"]))
         table = pd.DataFrame(series)
         table = table.loc[table.mean(axis=1).sort_values().index]
         rows = np.arange(len(table))
@@ -237,10 +231,10 @@ def per_tissue(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("p
             ax.scatter(values.to_numpy(), rows, label=name, marker="|" if naive else next(markers),
                        s=90 if naive else 22, color="black" if naive else None, zorder=3)  # fmt: skip
         ax.set_yticks(rows, table.index)
-        metric = {"drug-known": "pooled PCC", "cell-out": "mean per-cell-line PCC"}.get(split, "mean per-drug PCC")
+        metric = {"pair": "pooled PCC", "cell": "mean per-cell-line PCC", "drug": "mean per-drug PCC"}[chosen.holds_out]
         ax.set_xlabel(f"{metric} on the TCGA type's cell lines")
         ax.set_ylabel("TCGA type (>= 5 cell lines)")
-        ax.set_title(SPLIT_TITLES[split])
+        ax.set_title(chosen.title)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1, frameon=False)
     fig.tight_layout()
@@ -253,10 +247,10 @@ def pilot_screens(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = 
     points: dict[str, dict[int, float]] = {}
     for run_dir in run_dirs:
         config = config_of(run_dir)
-        k = pilot_shots(config["split"])
-        if k is None:
+        split = split_of(config["split"])
+        if not isinstance(split, Pilot):
             continue
-        draw = ACROSS_TISSUES if config["split"].endswith(TISSUE) else ""
+        k, draw = split.shots, ACROSS_TISSUES if split.across_tissues else ""
         per_drug = pd.read_csv(run_dir / "per_drug.csv").groupby(["predictor", "drug_id"])["pcc"].mean()
         for name, values in per_drug.groupby(level="predictor"):
             if name in NAIVE and name != BASELINE["drug_id"]:

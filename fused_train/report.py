@@ -2,11 +2,13 @@
 
 Table rows are predictors (each run's model and its naive baselines) x cell inputs (expression only or multi-omics)
 x split. Columns: pooled PCC and RMSE (mean ± sd over seeds where there are several), mean ± sd per-drug PCC (per cell
-line in leave-cell-out), bootstrap 95% intervals over drugs of both PCCs, and for each model the paired comparison
-with the naive predictor that ranks by the other entity's mean (cell-line mean for per-drug PCC, drug mean for
-per-cell-line PCC): mean difference with its interval, drugs won and Wilcoxon p-values (``fused_train.stats``).
+line where the split holds cell lines out), bootstrap 95% intervals over drugs of both PCCs, and for each model the
+paired comparison with the naive predictor that ranks by the other entity's mean (cell-line mean for per-drug PCC,
+drug mean for per-cell-line PCC): mean difference with its interval, drugs won and Wilcoxon p-values
+(``fused_train.stats``).
 A second table pairs every model with every naive predictor (and, on request, models of the same split with each
-other). Figures: ``fused_train.plots``.
+other). Runs of splits that ask for it (``Split.tissue_table``: leave-tissue-out) get a table per held-out TCGA type,
+LODO runs one per target pathway. Figures: ``fused_train.plots``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from fused_train import plots
+from fused_train.metrics import pcc, rmse
 from fused_train.models.naive import NAIVE
-from fused_train.runs import RunError, predictions, summarise_run
-from fused_train.splits import drug_blind
-from fused_train.stats import METHOD, paired_test
+from fused_train.runs import RunError, predictions, predictors, summarise_run
+from fused_train.splits import split_of
+from fused_train.stats import METHOD, entity_pcc, paired_test
 
 FIGURES = {
     "learning_curves": plots.learning_curves,
@@ -136,7 +139,7 @@ def _column_order(column: str) -> int:
 
 def paired_table(run_dirs: list[Path], between_models: bool = False) -> pd.DataFrame:
     """Every model against every naive predictor of its run; with ``between_models``, also every two model runs of
-    the same split, dataset and seeds against each other (paired by drug, or cell line in leave-cell-out)."""
+    the same split, dataset and seeds against each other (paired by the split's entity: drug or cell line)."""
     rows = []
     keys = [(plots.config_of(r)["split"], plots.label(plots.config_of(r))) for r in run_dirs]
     # a run's label, or its directory's name where two runs of a split share one (same model and inputs, other options)
@@ -159,7 +162,7 @@ def paired_table(run_dirs: list[Path], between_models: bool = False) -> pd.DataF
 
 def _model_entity_pcc(run_dir: Path) -> tuple[str, str, pd.Series] | None:
     """The model of a run, its entity, and its per-entity PCC (mean over seeds), from the run's per-entity CSV."""
-    by = plots.entity_of(plots.config_of(run_dir)["split"])
+    by = split_of(plots.config_of(run_dir)["split"]).entity
     table = pd.read_csv(run_dir / ("per_cell.csv" if by == "cell_id" else "per_drug.csv"), dtype={by: str})
     models = [n for n in table["predictor"].unique() if n not in NAIVE]
     if not models:
@@ -197,7 +200,7 @@ def per_pathway(run_dirs: list[Path]) -> pd.DataFrame:
     reference = plots.BASELINE["drug_id"]
     for run_dir in run_dirs:
         config, frame = plots.config_of(run_dir), predictions(run_dir)
-        if not drug_blind(config["split"]) or "target_pathway" not in frame:
+        if split_of(config["split"]).holds_out != "drug" or "target_pathway" not in frame:
             continue
         per_drug = pd.read_csv(run_dir / "per_drug.csv", dtype={"drug_id": str})
         per_drug = per_drug.groupby(["predictor", "drug_id"])["pcc"].mean().unstack("predictor")
@@ -214,6 +217,40 @@ def per_pathway(run_dirs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def tissue_table(run_dirs: list[Path]) -> pd.DataFrame:
+    """Runs of splits with a tissue table (leave-tissue-out), per held-out TCGA type: for the run's model and the
+    naive drug mean (the natural baseline for new cell lines of known drugs) the pooled PCC and RMSE over the type's
+    test pairs (mean over seeds) and the mean per-cell-line PCC (each line's PCC a mean over seeds), and the type's
+    cell lines on which the model's per-cell-line PCC is higher, with the Wilcoxon p-value over them. A run of the
+    naive predictors alone shows the drug mean."""
+    rows = []
+    reference = plots.BASELINE["cell_id"]
+    for run_dir in run_dirs:
+        config, frame = plots.config_of(run_dir), predictions(run_dir)
+        if not split_of(config["split"]).tissue_table:
+            continue
+        model = next((n for n in predictors(frame) if n not in NAIVE), None)
+        frame = frame.assign(tissue=frame["cell_id"].map(plots.tcga_types(config["dataset"])).fillna(""))
+        for tissue, part in frame[frame["tissue"] != ""].groupby("tissue"):
+            row = {"run": plots.label(config), "TCGA type": tissue, "cell lines": part["cell_id"].nunique(),
+                   "test pairs": int(len(part) / part["seed"].nunique()), "model": model or ""}  # fmt: skip
+            per_cell = {}
+            for name, prefix in ((model, ""), (reference, f"{reference} ")):
+                if name is None:
+                    continue
+                seeds = [(pcc(s["ln_ic50"], s[f"pred_{name}"]), rmse(s["ln_ic50"], s[f"pred_{name}"]))
+                         for _, s in part.groupby("seed")]  # fmt: skip
+                per_cell[name] = entity_pcc(part, "cell_id", f"pred_{name}")
+                row |= {f"{prefix}PCC": round(float(np.mean([s[0] for s in seeds])), 3),
+                        f"{prefix}RMSE": round(float(np.mean([s[1] for s in seeds])), 3),
+                        f"{prefix}per-cell PCC": round(float(per_cell[name].mean()), 3)}  # fmt: skip
+            if model is not None:
+                test = paired_test(per_cell[model], per_cell[reference])
+                row |= {"cell lines won": f"{test.wins}/{test.n}", "p (two-sided)": _p(test.p_two_sided)}
+            rows.append(row)
+    return pd.DataFrame(rows).fillna("")  # a naive run has no model columns
+
+
 def write_report(
     run_dirs: list[Path], out_dir: Path, formats: Sequence[str] = ("png",), between_models: bool = False
 ) -> dict[str, Path]:
@@ -227,11 +264,15 @@ def write_report(
         raise RunError(f"no finished run among the paths given ({reasons})")
     out_dir.mkdir(parents=True, exist_ok=True)
     frame, paired, pathways = table(runs), paired_table(runs, between_models), per_pathway(runs)
+    tissues = tissue_table(runs)
     paths = {"csv": out_dir / "report.csv", "paired": out_dir / "paired.csv", "markdown": out_dir / "report.md",
              "pathways": out_dir / "per_pathway.csv"}  # fmt: skip
     frame.to_csv(paths["csv"], index=False)
     paired.to_csv(paths["paired"], index=False)
     pathways.to_csv(paths["pathways"], index=False)
+    if len(tissues):
+        paths["tissues"] = out_dir / "per_tissue.csv"
+        tissues.to_csv(paths["tissues"], index=False)
     note = (
         f"Paired over {{entities}}: Wilcoxon signed-rank p-values over the entities where both PCCs are defined "
         f"(ties dropped), bootstrap {int(METHOD['level'] * 100)}% percentile intervals from {METHOD['n_resamples']} "
@@ -240,11 +281,12 @@ def write_report(
     paths["markdown"].write_text(
         frame.drop(columns=["run"]).to_markdown(index=False)
         + "\n\n## Paired comparisons\n\n"
-        + note.format(entities="drugs (cell lines in leave-cell-out)")
+        + note.format(entities="drugs (cell lines where the split holds cell lines out)")
         + "\n\n"
         + paired.to_markdown(index=False)
         + "\n"
         + ("\n## LODO by target pathway\n\n" + pathways.to_markdown(index=False) + "\n" if len(pathways) else "")
+        + ("\n## Per held-out TCGA type\n\n" + tissues.to_markdown(index=False) + "\n" if len(tissues) else "")
     )
     for name, draw in FIGURES.items():
         for path in draw(runs, out_dir / name, formats):

@@ -39,7 +39,7 @@ from fused_train.models.base import Model, Outcome
 from fused_train.models.naive import NAIVE, naive_predictions
 from fused_train.models.registry import build, make_options, model, options_json
 from fused_train.saved import save_fitted, store_records
-from fused_train.splits import TEST, Fold, drug_blind, make_folds, select
+from fused_train.splits import TEST, Fold, make_folds, select, split_of
 from fused_train.stats import compare
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,9 @@ class RunError(ValueError):
 
 
 def selection_metric(split: str) -> str:
-    """The validation metric that chooses a fold's epoch when none is given: per-drug PCC where whole drugs are held
-    out (their validation rows are other held-out drugs, and the question is how one drug's cell lines rank), RMSE
-    elsewhere. ``benchmarks/convergence.py`` (README "Does the engine train to convergence?"): on LODO folds only
-    per-drug PCC selection is at least as accurate as DeepCDR's per-pair regime; on drug-known both are, and RMSE
-    stops sooner."""
-    return "drug-pcc" if drug_blind(split) else "rmse"
+    """The validation metric that chooses a fold's epoch when none is given: the split's own (``selection_metric`` of
+    its class in ``fused_train/splits/``, which says why)."""
+    return split_of(split).selection_metric
 
 
 @dataclass(frozen=True)
@@ -76,6 +73,7 @@ class RunSpec:
     def __post_init__(self) -> None:
         if self.cell_encoder in self.omics:
             raise RunError(f"--omics repeats the cell encoder {self.cell_encoder!r}")
+        object.__setattr__(self, "split", split_of(self.split).name)  # an alias (LTO) is recorded by its name
         if self.train.select_by == "auto":
             object.__setattr__(self, "train", replace(self.train, select_by=selection_metric(self.split)))
         object.__setattr__(self, "options", options_json(make_options(self.model, self.options)))
@@ -112,9 +110,9 @@ class RunSpec:
 
     @property
     def saves_models_by_default(self) -> bool:
-        """Saving costs one small model per fold: by default for trained networks on every split but LODO and
-        pilot-K (one per drug)."""
-        return model(self.model).saves_by_default and not drug_blind(self.split)
+        """Saving costs one small model per fold: by default for trained networks on the splits that say so (not on
+        LODO and pilot-K: one per drug)."""
+        return model(self.model).saves_by_default and split_of(self.split).saves_models_by_default
 
 
 def folds_of(spec: RunSpec, inputs: Inputs) -> list[Fold]:
@@ -361,13 +359,13 @@ def predictors(frame: pd.DataFrame) -> list[str]:
 def summarise_run(run_dir: Path) -> pd.DataFrame:
     """Metrics per predictor and seed (each seed's folds pooled), written to metrics.csv and metrics.json.
 
-    Per-entity metrics are per drug, except in the leave-cell-out split, where they are per cell line. metrics.json
-    also holds ``statistics`` (``fused_train.stats.compare``: bootstrap intervals, model vs each naive predictor);
-    per_drug.csv and per_cell.csv hold every predictor's metrics per drug and per cell line.
+    Per-entity metrics are per the split's ``entity``: per drug, or per cell line where the split holds cell lines
+    out. metrics.json also holds ``statistics`` (``fused_train.stats.compare``: bootstrap intervals, model vs each
+    naive predictor); per_drug.csv and per_cell.csv hold every predictor's metrics per drug and per cell line.
     """
     config = json.loads((run_dir / "config.json").read_text())
     frame = predictions(run_dir)
-    by = "cell_id" if config["split"] == "cell-out" else "drug_id"
+    by = split_of(config["split"]).entity
     rows = []
     for seed, part in frame.groupby("seed"):
         for name in predictors(frame):

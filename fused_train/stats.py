@@ -1,8 +1,8 @@
 """Paired statistics of two predictors over the same test entities, and bootstrap intervals over entities.
 
 The unit of evidence is the entity a split holds out: a drug (per-drug PCC: does a predictor rank the cell lines of a
-drug?), or a cell line in leave-cell-out. Two predictors evaluated on the same folds give one PCC each per entity, so
-they are compared *paired*, entity by entity:
+drug?), or a cell line in leave-cell-out and leave-tissue-out. Two predictors evaluated on the same folds give one PCC
+each per entity, so they are compared *paired*, entity by entity:
 
 - ``paired_test(a, b)``: the per-entity differences a - b over entities where both PCCs are defined (an entity where
   either predictor is constant, or that has fewer than 3 pairs, is left out and counted in ``undefined``); their mean
