@@ -11,6 +11,7 @@ fold gives the same result whichever slot, group or machine trains it.
 from __future__ import annotations
 
 import ctypes
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,15 @@ from fused_train.splits import TEST, TRAIN, VAL, Fold
 
 SELECT_BY = ("rmse", "drug-pcc")
 """The validation metrics a fold's epoch can be chosen by."""
+
+
+class ConfigError(ValueError):
+    """Training settings that cannot work (a learning rate that is not a finite positive number, an unknown metric)."""
+
+
+class NonFiniteTraining(ArithmeticError):
+    """A fold whose training loss or predictions stopped being finite numbers: it diverged, and nothing of it may be
+    kept as a result."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.select_by not in ("auto", *SELECT_BY):
-            raise ValueError(f"select_by {self.select_by!r}: choose auto, {' or '.join(SELECT_BY)}")
+            raise ConfigError(f"select_by {self.select_by!r}: choose auto, {' or '.join(SELECT_BY)}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a finite number > 0, not {self.lr!r}")
 
 
 @dataclass(frozen=True)
@@ -295,9 +307,18 @@ class Trainer:
         return out
 
     def _end_epoch(self, s: _Slot, pred: np.ndarray, net: SlotModel, slot: int) -> FoldResult | None:
-        """Record the epoch; returns the fold's result when early stopping (or the epoch limit) ends it."""
+        """Record the epoch; returns the fold's result when early stopping (or the epoch limit) ends it. Raises
+        NonFiniteTraining when the epoch's training loss or any of its validation or test predictions is not finite:
+        a diverged fold must stop here, before anything of it is written as a result."""
         count, target = self.count_np, self.target_np
         val = s.fold.roles == VAL
+        scored = val | (s.fold.roles == TEST)
+        if not (math.isfinite(s.train_loss) and np.isfinite(pred[scored]).all()):
+            what = "training loss is" if not math.isfinite(s.train_loss) else "predictions are"
+            raise NonFiniteTraining(
+                f"fold {s.fold.name} diverged in epoch {s.epoch}: its {what} not finite (training loss "
+                f"{s.train_loss:g}) with --lr {self.config.lr:g}; nothing of the fold was written: try a smaller --lr"
+            )
         w, y, p = count[val], target[val], pred[val]
         mse = float((w * (p - y) ** 2).sum() / w.sum())
         drug_pcc = mean_row_pcc(np.where(val, count, 0), target, np.nan_to_num(pred))
