@@ -17,6 +17,7 @@ be read (truncated after it was written) is refused with its path, never skipped
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -191,9 +192,6 @@ def record_provenance(run_dir: Path, inputs: Inputs) -> None:
             for name, record in wanted["stores"].items()
             if found["stores"].get(name) != record
         ]
-        if found.get("stores_verified", True) and not wanted["stores_verified"]:
-            found["stores_verified"] = False  # a resume without checksums: the run says so from now on
-            _atomic_text(path, json.dumps(found, indent=2))
         if found["pairs"] != wanted["pairs"]:
             changes.append(f"pairs used: {found['pairs']['used']} -> {wanted['pairs']['used']} (or their labels)")
         if changes:
@@ -201,6 +199,9 @@ def record_provenance(run_dir: Path, inputs: Inputs) -> None:
                 f"{run_dir} was trained on other inputs than the stores and dataset give now ({'; '.join(changes)}); "
                 f"its folds would be pooled with folds trained on the new ones. {advice}"
             )
+        if found.get("stores_verified", True) and not wanted["stores_verified"]:
+            found["stores_verified"] = False  # a resume without checksums: the run says so from now on
+            _atomic_text(path, json.dumps(found, indent=2))
         return
     if finished(run_dir):
         raise RunError(f"{run_dir} has finished folds but no record of the stores they were trained on; {advice}")
@@ -261,7 +262,7 @@ def finished(run_dir: Path) -> set[str]:
 
 def _fold_name(path: Path) -> str:
     with _fold_file_read(path):
-        return pq.read_schema(path).metadata[b"fused_fold"].decode()
+        return (pq.read_schema(path).metadata or {})[b"fused_fold"].decode()
 
 
 @contextmanager
@@ -299,9 +300,9 @@ def train(
     chosen = select(folds_of(spec, inputs), fold)  # before the run directory exists: a bad --fold leaves nothing
     prepare(spec, run_dir)
     record_provenance(run_dir, inputs)
-    if save:
-        protect_models(run_dir / "models", inputs, cache_dir)
     with log_to(run_dir / "run.log"):
+        if save:
+            protect_models(run_dir / "models", inputs, cache_dir)
         log.info("%s: %d folds selected (--fold %s); inputs %s", spec.name, len(chosen), fold, inputs.describe())
         trained = _train_chosen(spec, run_dir, inputs, chosen, cache_dir, execution, quiet, save)
         log.info("%s: trained %d folds now, %d finished in all", spec.name, len(trained), len(finished(run_dir)))
@@ -309,9 +310,17 @@ def train(
 
 
 def protect_models(models: Path, inputs: Inputs, cache_dir: str | Path | None) -> None:
-    """Keep the stores of ``inputs`` from ``fused-cache gc`` while the saved models in ``models`` exist."""
+    """Keep the stores of ``inputs`` from ``fused-cache gc`` while the saved models in ``models`` exist (a read-only
+    cache, which gc cannot change either, is trained from all the same)."""
     models.mkdir(parents=True, exist_ok=True)
-    protect(cache_root(cache_dir), inputs.stores.values(), models)
+    try:
+        protect(cache_root(cache_dir), inputs.stores.values(), models)
+    except OSError as err:
+        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        log.warning(
+            "cache %s is read-only: the saved models' stores are not registered against gc", cache_root(cache_dir)
+        )
 
 
 def _train_chosen(

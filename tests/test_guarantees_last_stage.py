@@ -204,6 +204,19 @@ def test_export_replaces_an_existing_file_only_with_force(
     assert pd.read_csv(target).shape == (6, 2049)
 
 
+def test_embed_replaces_out_only_with_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mols.csv").write_text("drug_id,smiles\nethanol,CCO\n")
+    out = tmp_path / "emb.csv"
+    out.write_text("precious\n")
+    args = ["embed", "--encoder", "morgan", "--smiles", str(tmp_path / "mols.csv"), "--out", str(out), "--cache-dir",
+            str(tmp_path / "cache"), "--quiet"]  # fmt: skip
+    code, output = fused_cache(capsys, *args)
+    assert code == 3 and f"--out {out} exists; pass --force" in one_line_error(output)
+    assert out.read_text() == "precious\n" and not (tmp_path / "cache").exists()  # refused before embedding
+    assert fused_cache(capsys, *args, "--force")[0] == 0
+    assert list(pd.read_csv(out)["drug_id"]) == ["ethanol"]
+
+
 @pytest.mark.parametrize("table", ["drugs.parquet", "pairs.csv", "omics_expression.csv"])
 def test_export_never_writes_a_dataset_table_even_with_force(
     table: str, small: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
@@ -353,6 +366,16 @@ def test_a_run_that_saves_models_protects_its_stores(
     assert gc(cache) == [] and all(store.exists() for store in ref.stores)
     shutil.rmtree(run)
     assert sorted(gc(cache, prune_model_refs=True)) == sorted([ref.path, *ref.stores])
+
+
+def test_a_run_saving_models_from_a_read_only_cache_trains_and_says_they_are_unprotected(
+    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, cache = small
+    with read_only(tmp_path / "ro", content=cache) as ro:
+        code, output = fused_train(capsys, *run_args(folder, ro, tmp_path / "run", "0", "--save-models"))
+        assert code == 0, output
+    assert "the saved models' stores are not registered against gc" in (tmp_path / "run" / "run.log").read_text()
 
 
 # Item 9: file systems that refuse writes, damaged fold files, bad options, long fold names, foreign files.
