@@ -250,14 +250,22 @@ def make_cli() -> click.Group:
             by_pcc = spec.train.select_by == "drug-pcc"  # resolved from the split where --select-by is auto
             label = "-".join([f"lr{rate}"] + [f"{k}{_show(v).replace(',', '_')}" for k, v in options.items()])
             run_dir = out / label
-            with writing(run_dir):
-                train(spec, run_dir, fold, kw["cache_dir"], execution, quiet=kw["quiet"])
+            metric = "val_drug_pcc" if by_pcc else "val_rmse"
+            try:
+                with writing(run_dir):
+                    train(spec, run_dir, fold, kw["cache_dir"], execution, quiet=kw["quiet"])
+            except NonFiniteTraining as err:  # a combination that diverges is a result of the search, not its end
+                click.echo(f"{label}: {err}", err=True)
+                rows.append({"lr": rate, **{k: _show(v) for k, v in options.items()}, metric: np.nan,
+                             "run": f"{run_dir} (diverged)"})  # fmt: skip
+                continue
             curves = [pd.read_csv(f) for f in (run_dir / "curves").glob("*.csv")]
             best = [c["val_drug_pcc"].max() if by_pcc else c["val_rmse"].min() for c in curves]
-            metric = "val_drug_pcc" if by_pcc else "val_rmse"
             rows.append({"lr": rate, **{k: _show(v) for k, v in options.items()}, metric: float(np.mean(best)),
                          "run": str(run_dir)})  # fmt: skip
         table = pd.DataFrame(rows).sort_values(metric, ascending=not by_pcc).reset_index(drop=True)
+        if table[metric].isna().all():
+            raise NonFiniteTraining("every combination of the grid diverged; try smaller --lr values")
         out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "grid.csv", index=False)
         click.echo(table.to_string())

@@ -152,6 +152,23 @@ def test_a_diverging_run_stops_naming_the_fold_and_epoch_and_finishes_nothing(
     assert code == 3 and "diverged in epoch 0" in one_line_error(output)
 
 
+def test_a_grid_records_a_diverging_combination_and_ranks_the_others(
+    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, cache = small
+    args = run_args(folder, cache, tmp_path / "grid", "0", "--lr", "1e30", "--lr", "0.001")
+    args[0] = "grid"
+    code, output = fused_train(capsys, *args)
+    assert code == 0 and "lr1e+30-width16-heads2-proj8-hidden16_8: fold lodo-seed0-" in output
+    assert "diverged in epoch 0" in output
+    table = pd.read_csv(tmp_path / "grid" / "grid.csv")
+    assert list(table["lr"]) == [0.001, 1e30] and math.isnan(table["val_drug_pcc"][1])
+    assert table["run"][1].endswith("(diverged)") and 'best by validation per-drug PCC: {"lr": 0.001' in output
+    args = [a if a != "0.001" else "1e29" for a in args]
+    code, output = fused_train(capsys, *args)
+    assert code == 3 and "every combination of the grid diverged" in output.splitlines()[-1]
+
+
 @pytest.mark.parametrize("lr", ["nan", "inf", "0", "-1e-3"])
 def test_lr_must_be_a_finite_positive_number(
     lr: str, small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
