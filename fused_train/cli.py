@@ -337,8 +337,8 @@ def make_cli() -> click.Group:
 
         if out.suffix not in OUT_FORMATS:
             raise PredictError(f"--out must end in {' or '.join(OUT_FORMATS)}, not {out.name!r}")
-        check_new_file(out, force)
         model = load_model(model_dir, _device(device))
+        check_new_file(out, force)  # before predicting, which may embed new drugs
         frame = model.predict(drugs=drugs, cells=cells, cache_dir=cache_dir, quiet=quiet, pilot=pilot)
         with writing(out):
             write_predictions(frame, out)

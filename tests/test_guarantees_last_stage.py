@@ -360,6 +360,7 @@ def test_gc_keeps_the_stores_of_saved_models_until_their_refs_are_pruned(
     protect(cache, [morgan], owner)
     unreference(cache, morgan)
     assert morgan not in gc(cache) and morgan.exists()
+    assert f"model {owner.resolve()}" in fused_cache(capsys, "list", "--cache-dir", str(cache))[1]
     shutil.rmtree(owner)
     code, output = fused_cache(capsys, "gc", "--cache-dir", str(cache))
     assert code == 0 and morgan.exists() and f"kept for a model that no longer exists: {owner}" in output
