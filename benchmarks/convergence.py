@@ -76,19 +76,38 @@ def paired_over_drugs(tests: dict[str, list[pd.DataFrame]]) -> str:
     )
 
 
-def reference_fold(trainer: Trainer, fold: Fold, ref: Reference) -> dict:
-    """Train one fold the plain way; returns test predictions, its best validation metrics, steps and seconds."""
+@dataclass(frozen=True)
+class FoldPairs:
+    """A fold's pairs as a per-pair loop reads them: entity features scaled as the engine scales them (TRAIN side),
+    each pair's drug and cell index and ln IC50, the label scaler, and the pair rows of each role."""
+
+    scaled: dict[str, torch.Tensor]
+    d: np.ndarray
+    c: np.ndarray
+    y: np.ndarray
+    mu: float
+    sd: float
+    rows: dict[int, np.ndarray]
+
+
+def fold_pairs(trainer: Trainer, fold: Fold) -> FoldPairs:
     inputs = trainer.inputs
-    torch.manual_seed(stable_seed(fold.name, "reference"))
     scalers = trainer._scalers(fold)
     scaled = {n: torch.from_numpy(((x - scalers[n][0]) / scalers[n][1]).astype(np.float32))
               for n, x in {"drug": inputs.drug, **inputs.cells}.items()}  # fmt: skip
     mu, sd = (float(v) for v in scalers["y"])
-    pairs = inputs.pairs
-    d, c = pairs["drug_index"].to_numpy(), pairs["cell_index"].to_numpy()
-    y = pairs["ln_ic50"].to_numpy(np.float32)
+    d, c = inputs.pairs["drug_index"].to_numpy(), inputs.pairs["cell_index"].to_numpy()
     role = fold.roles[d, c]
     rows = {r: np.flatnonzero(role == r) for r in (TRAIN, VAL, TEST)}
+    return FoldPairs(scaled, d, c, inputs.pairs["ln_ic50"].to_numpy(np.float32), mu, sd, rows)
+
+
+def reference_fold(trainer: Trainer, fold: Fold, ref: Reference) -> dict:
+    """Train one fold the plain way; returns test predictions, its best validation metrics, steps and seconds."""
+    inputs = trainer.inputs
+    torch.manual_seed(stable_seed(fold.name, "reference"))
+    p = fold_pairs(trainer, fold)
+    scaled, d, c, y, mu, sd, rows = p.scaled, p.d, p.c, p.y, p.mu, p.sd, p.rows
     model = FusedReference(inputs.shapes(), FusedOptions())
     optimizer = torch.optim.Adam(model.parameters(), lr=ref.lr)
     names = list(inputs.cells)

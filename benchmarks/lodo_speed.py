@@ -1,6 +1,7 @@
 """LODO training speed: the batched multi-fold engine against a straightforward per-fold loop, side by side.
 
     python benchmarks/lodo_speed.py [--folds 8] [--epochs 2] [--full]
+    python benchmarks/lodo_speed.py --adapter [--folds 8]
 
 Both train FUSED (drug + expression + methylation + mutation tokens, width 128, 4 heads, MLP 512-256-64-1) on the
 same LODO folds of the bundled data for a fixed number of epochs, with the same scalers and validation. The reference
@@ -9,6 +10,13 @@ engine trains all folds at once on the drug x cell grid. Printed: fold-epochs pe
 (target >= 20x), the engine's matmul GFLOP/s (counted by torch's FlopCounterMode on an identical run) against a
 plain fp32 matmul measured here (target >= 40%), and with ``--full`` the wall time and peak memory of all 223 folds
 with early stopping (targets: <= 20 min, < 4 GB).
+
+``--adapter``: a plain ``torch.nn.Module`` (``PlainMLP``: MiniMol embedding and expression side by side, MLP
+256-64-1) trained by the engine through the generic adapter (``fused_train/models/module_slots.py``, all folds in one
+batch) against the same module in a per-fold DataLoader loop (Adam, shuffled batches of ``--batch-size`` pairs),
+both stopping on validation RMSE with the same patience. Printed: each one's best validation RMSE, and the time each
+needs to reach, on every fold, the worse of the two bests (the same validation accuracy; the loop trains the folds
+one after another, the engine together), and their ratio (target: the adapter wins, ratio > 1).
 """
 
 from __future__ import annotations
@@ -16,18 +24,26 @@ from __future__ import annotations
 import resource
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
+import pandas as pd
 import torch
+from convergence import TimedTrainer, fold_pairs
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from fused_train.engine import Execution, Trainer
+from fused_train.data import InputShapes
+from fused_train.engine import Execution, TrainConfig, Trainer
+from fused_train.models import registry
 from fused_train.models.fused import FusedReference
+from fused_train.models.registry import option
 from fused_train.runs import RunSpec, folds_of, load_run_inputs, train
+from fused_train.seeding import stable_seed
 from fused_train.splits import TRAIN, VAL
 
 SPEC = RunSpec(model="fused", drug_encoder="chemnet", cell_encoder="expression", omics=("methylation", "mutation"))
@@ -79,12 +95,96 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: in
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+@dataclass(frozen=True)
+class PlainMLPOptions:
+    hidden: tuple[int, ...] = option((256, 64), "Hidden widths of the plain MLP.")
+
+
+class PlainMLP(nn.Module):
+    """A network written the usual way, for one (drug, cell line) pair: inputs side by side, an MLP."""
+
+    Options = PlainMLPOptions
+
+    def __init__(self, shapes: InputShapes, options: PlainMLPOptions = PlainMLPOptions()) -> None:
+        super().__init__()
+        widths = [shapes.drug_dim + sum(shapes.cell_dims.values()), *options.hidden]
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip(widths, widths[1:], strict=False):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(widths[-1], 1))
+
+    def forward(self, drug: Tensor, cells: dict[str, Tensor]) -> Tensor:
+        return self.net(torch.cat([drug, *cells.values()], dim=-1)).squeeze(-1)
+
+
+def loop_fold(trainer: Trainer, fold: Any, batch_size: int, patience: int, max_epochs: int) -> pd.DataFrame:
+    """One fold of ``PlainMLP`` the plain way (seeded as the engine seeds it); per epoch: seconds, validation RMSE."""
+    inputs = trainer.inputs
+    p = fold_pairs(trainer, fold)
+    scaled, d, c, y, mu, sd = p.scaled, p.d, p.c, p.y, p.mu, p.sd
+    train_rows, val_rows = p.rows[TRAIN], p.rows[VAL]
+    names = list(inputs.cells)
+    torch.manual_seed(stable_seed(fold.name, "init"))
+    model = PlainMLP(inputs.shapes())
+    optimizer = torch.optim.Adam(model.parameters(), lr=trainer.config.lr)
+    loader = DataLoader(TensorDataset(torch.from_numpy(d[train_rows]), torch.from_numpy(c[train_rows]),
+                                      torch.from_numpy((y[train_rows] - mu) / sd)), batch_size=batch_size,
+                        shuffle=True)  # fmt: skip
+    vd, vc = torch.from_numpy(d[val_rows]), torch.from_numpy(c[val_rows])
+    start, curve = time.perf_counter(), []
+    for _ in range(max_epochs):
+        model.train()
+        for drug_i, cell_i, target in loader:
+            loss = torch.mean((model(scaled["drug"][drug_i], {n: scaled[n][cell_i] for n in names}) - target) ** 2)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            pred = model(scaled["drug"][vd], {n: scaled[n][vc] for n in names}).numpy() * sd + mu
+        val_rmse = float(np.sqrt(np.mean((pred - y[val_rows]) ** 2)))
+        curve.append({"seconds": time.perf_counter() - start, "val_rmse": val_rmse})
+        if len(curve) - 1 - int(np.argmin([e["val_rmse"] for e in curve])) >= patience:
+            break
+    return pd.DataFrame(curve)
+
+
+def adapter_row(n_folds: int, batch_size: int) -> None:
+    """The plain module through the adapter against the same module in a per-fold loop: time to the same accuracy."""
+    registry.MODELS["plain-mlp"] = f"{__name__}:PlainMLP"
+    config = TrainConfig(select_by="rmse", patience=5, precision="fp32")
+    spec = RunSpec(model="plain-mlp", drug_encoder="minimol", split="lodo", train=config)
+    inputs = load_run_inputs(spec)
+    folds = folds_of(spec, inputs)[:n_folds]
+    engine = spec.build()
+    trainer = TimedTrainer(inputs, engine.network, engine.options, config, Execution(slots=n_folds))
+    results = {r.fold.name: r.curve.assign(seconds=trainer.times[r.fold.name]) for r in trainer.run(folds, True)}
+    loops = {f.name: loop_fold(trainer, f, batch_size, config.patience, config.max_epochs) for f in folds}
+    target = {n: max(results[n]["val_rmse"].min(), loops[n]["val_rmse"].min()) for n in results}
+
+    def seconds_to(curve: pd.DataFrame, rmse: float) -> float:
+        return float(curve.loc[curve["val_rmse"] <= rmse + 1e-9, "seconds"].iloc[0])
+
+    engine_s = max(seconds_to(results[n], target[n]) for n in results)  # the folds train together
+    loop_s = sum(seconds_to(loops[n], target[n]) for n in loops)  # one after another
+    best_adapter, best_loop = (np.mean([c["val_rmse"].min() for c in x.values()]) for x in (results, loops))
+    click.echo(f"plain MLP, {n_folds} LODO folds (MiniMol + expression), fp32, patience {config.patience} on RMSE")
+    click.echo(f"  best validation RMSE per fold, mean: adapter {best_adapter:.3f}, loop (batch {batch_size}) "
+               f"{best_loop:.3f}")  # fmt: skip
+    click.echo(f"  seconds to the worse of the two bests on every fold: adapter {engine_s:.1f}, loop {loop_s:.1f}; "
+               f"adapter {loop_s / engine_s:.1f}x faster (target > 1)")  # fmt: skip
+
+
 @click.command()
 @click.option("--folds", "n_folds", default=8, show_default=True, help="LODO folds trained by both.")
 @click.option("--epochs", default=2, show_default=True, help="Fixed epochs per fold (no early stopping).")
 @click.option("--batch-size", default=512, show_default=True, help="Reference loop's pairs per batch.")
 @click.option("--full", is_flag=True, help="Also time all 223 folds with early stopping (fused-train run defaults).")
-def main(n_folds: int, epochs: int, batch_size: int, full: bool) -> None:
+@click.option("--adapter", is_flag=True, help="Only the plain-module row: adapter against a per-fold loop.")
+def main(n_folds: int, epochs: int, batch_size: int, full: bool, adapter: bool) -> None:
+    if adapter:
+        adapter_row(n_folds, batch_size)
+        return
     inputs = load_run_inputs(SPEC)
     folds = folds_of(SPEC, inputs)[:n_folds]
     spec = replace(SPEC, train=replace(SPEC.train, max_epochs=epochs, patience=epochs))

@@ -5,12 +5,13 @@
 >>> train(spec, Path("runs/my-run"), fold="0-7", execution=Execution(slots=8))   # skips finished folds
 >>> summarise_run(Path("runs/my-run"))        # pooled and per-drug PCC/RMSE, model beside naive baselines
 
-A saved model (``fused-train fit``, or a run's ``models/<fold>/``) predicts new drugs and cell lines:
-``load_model("models/fused-chemnet").predict(drugs="new.csv")`` -> a DataFrame of ln IC50 per (drug, cell line).
+A saved model of any kind (``fused-train fit``, or a run's ``models/<fold>/``) predicts new drugs and cell lines:
+``load_model("models/neighbours").predict(drugs="new.csv")`` -> a DataFrame of ln IC50 per (drug, cell line).
 
-Your own model on our embeddings and folds: ``EmbeddingPairs`` (a torch Dataset; ``.folds()``, ``.subset()``).
-
-Models are registered in ``fused_train.models.registry.MODELS`` (name -> "module:Class").
+Every model meets one contract (``fused_train.models.base``: ``Model``, ``Fitted``, ``Query``). Your own model is one
+module plus one line in ``fused_train.models.registry.MODELS`` (name -> "module:Class"); a plain ``torch.nn.Module``
+trains across folds in the batched engine as it is (docs/add-a-model.md). Or take our embeddings and folds elsewhere:
+``EmbeddingPairs`` (a torch Dataset; ``.folds()``, ``.subset()``).
 """
 
 from fused_train.data import Inputs, load_inputs

@@ -6,6 +6,7 @@ registered model and each model option becomes a ``--option``, so a new model ne
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import shlex
@@ -22,7 +23,7 @@ from fused_cache.logs import add_verbose
 from fused_cache.stores import CorruptStore, StaleStore, StoreNotFound
 from fused_train.data import InputError
 from fused_train.engine import SELECT_BY, ConfigError, Execution, NonFiniteTraining, TrainConfig
-from fused_train.models.registry import MODELS, ModelError, Option, options_of
+from fused_train.models.registry import BEST_FOR_NEW_DRUGS, MODELS, ModelError, Option, options_of
 from fused_train.splits import SPLITS, FoldSelectionError
 
 _TRAIN, _EXECUTION = TrainConfig(), Execution()
@@ -102,11 +103,11 @@ def _split_option(fn: Any) -> Any:
                         "out).")(fn)  # fmt: skip
 
 
-def _spec_options(fn: Any) -> Any:
+def _spec_options(fn: Any, model: str = "fused", model_help: str = "") -> Any:
     """The options of a run's specification but --split (fit has none)."""
     options = [
-        click.option("--model", type=click.Choice(list(MODELS)), default="fused", show_default=True,
-                     help="A registered model (fused_train/models/registry.py)."),
+        click.option("--model", type=click.Choice(list(MODELS)), default=model, show_default=True,
+                     help=model_help or "A registered model (fused_train/models/registry.py)."),
         click.option("--drug-encoder", default="chemnet", show_default=True,
                      help="Drug store: chemnet, morgan, chemberta, molformer, ... or graph (deepcdr's GCN)."),
         click.option("--cell-encoder", default="expression", show_default=True,
@@ -200,7 +201,8 @@ def make_cli() -> click.Group:
     @click.option(
         "--save-models/--no-save-models",
         default=None,
-        help="Save each fold's best-epoch model in models/<fold>/ [default: on, but not for lodo].",
+        help="Save each fold's fitted model in models/<fold>/ (any model but naive) [default: on for trained networks, "
+        "but not on lodo and pilot splits].",
     )
     def run(fold: str, lr: float, out: Path | None, scheduler: str | None, workers: int | None,
             save_models: bool | None, **kw: Any) -> None:  # fmt: skip
@@ -273,13 +275,16 @@ def make_cli() -> click.Group:
                    f"{json.dumps(table.iloc[0].drop([metric, 'run']).to_dict())}")  # fmt: skip
 
     @cli.command()
-    @_spec_options
+    @functools.partial(_spec_options, model=BEST_FOR_NEW_DRUGS,
+                       model_help=f"A registered model; the default, {BEST_FOR_NEW_DRUGS}, is the one the "
+                       "leave-one-drug-out benchmark shows best for new drugs (fused or trees also predict new cell "
+                       "lines; matching predicts new drugs from a pilot screen).")  # fmt: skip
     @click.option("--lr", type=float, default=_TRAIN.lr, show_default=True, help="Adam learning rate.")
     @with_options(run_options)
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
                   help="Model directory to create (members/<seed>/, model.json, card.md).")  # fmt: skip
     def fit(lr: float, out: Path, **kw: Any) -> None:
-        """Train on all labelled pairs (10% validation for early stopping; one member per seed) and save the model."""
+        """Fit a model on all labelled pairs (10% validation for its choices; one member per seed) and save it."""
         from fused_train.fit import fit as fit_model
 
         command = _command_line(click.get_current_context())
@@ -350,9 +355,11 @@ def make_cli() -> click.Group:
         best = frame[frame["rank_within_drug"] <= top].sort_values(["drug_id", "rank_within_drug"])
         if top:
             click.echo(best.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        if "note" in model.report:
+            click.echo(f"note: {model.report['note']}")
         click.echo(f"wrote {len(frame)} predictions ({frame['drug_id'].nunique()} drugs x "
-                   f"{frame['cell_id'].nunique()} cell lines, {model.members[0].info['model']}, "
-                   f"{len(model.members)} members) to {out}")  # fmt: skip
+                   f"{frame['cell_id'].nunique()} cell lines) of model {model.model!r} "
+                   f"({len(model.members)} members) to {out}")  # fmt: skip
 
     @cli.command()
     @click.option(

@@ -107,7 +107,8 @@ class FoldResult:
     scalers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     """Mean and sd of each dense input and of ln IC50 (from the fold's TRAIN side), as the model was trained with."""
     state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    """The slot's parameters at the best epoch (no slot dimension, on the CPU) when the trainer keeps them."""
+    """The slot's parameters and buffers at the best epoch (no slot dimension, on the CPU) when the trainer keeps
+    them."""
 
 
 @dataclass
@@ -329,7 +330,8 @@ class Trainer:
             s.best_loss, s.best_epoch = loss, s.epoch
             s.best_pred = pred[s.fold.roles == TEST]
             if self.keep_state:
-                s.best_state = {n: p.detach()[slot].to("cpu", copy=True) for n, p in net.named_parameters()}
+                # parameters and buffers (DeepCDR's BatchNorm running statistics), all with a leading slot dimension
+                s.best_state = {n: t.detach()[slot].to("cpu", copy=True) for n, t in net.state_dict().items()}
         s.epoch += 1
         if s.epoch - 1 - s.best_epoch < self.config.patience and s.epoch < self.config.max_epochs:
             return None

@@ -1,10 +1,12 @@
-"""``fused-train fit``: train a model on all labelled pairs of a dataset, one member per seed, and save it for use.
+"""``fused-train fit``: fit any model on all labelled pairs of a dataset, one member per seed, and save it for use.
 
 Each seed is one "fold" of the ``fit`` split (``splits.py``): every measured pair is TRAIN except a 10% validation
-share that drives early stopping; there is no test. The members train together in the batched engine. The model
-directory (written under a temporary name and renamed, so it is complete or absent)::
+share for the model's choices (early stopping, hyperparameters); there is no test. The members are fitted through the
+model contract (``models/base.py``: networks train together in the batched engine). The model directory (written
+under a temporary name and renamed, so it is complete or absent)::
 
-    model.json           kind "ensemble", the command, dataset, stores, members with their validation metrics
+    model.json           kind "ensemble", the command, dataset, stores, members with their choices, the sha256 of
+                         the files beside it and its own checksum (``saved.py``)
     card.md              the same for people
     members/seed<k>/     one saved model each (fused_train/saved.py)
     responses.parquet    the training pairs (drug_id, cell_id, ln_ic50) and drugs.parquet their drugs' targets and
@@ -19,25 +21,27 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from fused_cache.manifest import now
 from fused_train.engine import Execution, resolve_precision
-from fused_train.models.registry import model_class
-from fused_train.models.slots import SlotModel
+from fused_train.models.registry import BEST_FOR_NEW_DRUGS, MODELS, model
 from fused_train.pilot import DRUGS, RESPONSES
 from fused_train.runs import RunError, RunSpec, folds_of, load_run_inputs
-from fused_train.saved import FORMAT, publish_dir, save_model, store_records
+from fused_train.saved import FORMAT, publish_dir, save_fitted, sha256, store_records, write_info
+
+VALIDATION = ("val_rmse", "val_pcc", "val_drug_pcc")
+"""A trained network's validation metrics at its kept epoch, as the card shows them."""
 
 
 def fit(
     spec: RunSpec, out: Path, cache_dir: str | Path | None = None, execution: Execution | None = None,
     quiet: bool = False, command: str = "",
 ) -> Path:  # fmt: skip
-    """Train ``spec`` (its split is ignored: ``fit``) on all pairs for each of its seeds; save to ``out``."""
-    if not issubclass(model_class(spec.model), SlotModel):
-        raise RunError(f"model {spec.model!r} has no parameters to save; choose a trained model (fused, deepcdr)")
+    """Fit ``spec``'s model (its split is ignored: ``fit``) on all pairs for each of its seeds; save to ``out``."""
+    if model(spec.model).fitted_class is None:
+        savable = ", ".join(name for name in MODELS if model(name).fitted_class is not None)
+        raise RunError(f"model {spec.model!r} has nothing of its own to save; choose one of {savable}")
     if out.exists() and any(out.iterdir()):
         raise RunError(f"{out} exists and is not empty; pass another --out or delete it")
     execution = execution or Execution()
@@ -49,12 +53,15 @@ def fit(
     shutil.rmtree(tmp, ignore_errors=True)
     members = []
     try:
-        for result in spec.trainer(inputs, execution, keep_state=True).run(folds_of(spec, inputs), quiet=quiet):
-            folder = save_model(tmp / "members" / f"seed{result.fold.seed}", result, spec, inputs, stores)
-            info = json.loads((folder / "model.json").read_text())
-            members.append({"dir": f"members/seed{result.fold.seed}", "seed": result.fold.seed,
-                            "best_epoch": info["best_epoch"], "validation": info["validation"]})  # fmt: skip
+        for outcome in spec.build().run(inputs, folds_of(spec, inputs), execution, keep=True, quiet=quiet):
+            seed = outcome.fold.seed
+            save_fitted(tmp / "members" / f"seed{seed}", outcome, spec, inputs, stores)
+            members.append({"dir": f"members/seed{seed}", "seed": seed, "choices": outcome.fitted.choices,
+                            "validation": getattr(outcome.fitted, "validation", {})})  # fmt: skip
         members.sort(key=lambda m: m["seed"])
+        inputs.pairs[["drug_id", "cell_id", "ln_ic50"]].to_parquet(tmp / RESPONSES, index=False)  # for --pilot
+        annotations = {c: [";".join(sorted(s)) for s in sets] for c, sets in inputs.drug_annotations.items()}
+        pd.DataFrame({"drug_id": inputs.drug_ids, **annotations}).to_parquet(tmp / DRUGS, index=False)
         info = {
             "format": FORMAT,
             "kind": "ensemble",
@@ -69,11 +76,9 @@ def fit(
             "stores": {"drug": _short(stores["drug"])} | {n: _short(r) for n, r in stores["cells"].items()},
             "members": members,
             "created": now(),
+            "files": {name: sha256(tmp / name) for name in (RESPONSES, DRUGS)},
         }
-        (tmp / "model.json").write_text(json.dumps(info, indent=1))
-        inputs.pairs[["drug_id", "cell_id", "ln_ic50"]].to_parquet(tmp / RESPONSES, index=False)  # for --pilot
-        annotations = {c: [";".join(sorted(s)) for s in sets] for c, sets in inputs.drug_annotations.items()}
-        pd.DataFrame({"drug_id": inputs.drug_ids, **annotations}).to_parquet(tmp / DRUGS, index=False)
+        write_info(tmp, info)
         (tmp / "card.md").write_text(card(info, spec))
         publish_dir(tmp, out)
     finally:
@@ -86,36 +91,45 @@ def _short(record: dict) -> dict:
     return {k: record[k] for k in ("encoder", "version", "fingerprint_hash", "path")}
 
 
+def _rounded(choices: dict) -> dict:
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in choices.items()}
+
+
 def card(info: dict, spec: RunSpec) -> str:
-    """A small model card: what data, which stores, validation metrics, the command that made it."""
-    val = {k: [m["validation"][k] for m in info["members"]] for k in ("val_rmse", "val_pcc", "val_drug_pcc")}
-    rows = "\n".join(f"| {m['seed']} | {m['best_epoch']} | {m['validation']['val_rmse']:.3f} | "
-                     f"{m['validation']['val_pcc']:.3f} | {m['validation']['val_drug_pcc']:.3f} |"
-                     for m in info["members"])  # fmt: skip
+    """A small model card: what data, which stores, the choices made on validation rows, the command that made it."""
+    rows = "\n".join(f"| {m['seed']} | `{json.dumps(_rounded(m['choices']))}` | "
+                     + (" | ".join(f"{m['validation'][k]:.3f}" for k in VALIDATION) if m["validation"] else
+                        " | ".join("" for _ in VALIDATION)) + " |" for m in info["members"])  # fmt: skip
     stores = "\n".join(f"- {name}: `{r['encoder']}` v{r['version']} (encoder fingerprint "
                        f"{r['fingerprint_hash'][:16]}), {r['path']}" for name, r in info["stores"].items())  # fmt: skip
+    if spec.model == BEST_FOR_NEW_DRUGS:
+        use = (f"`{spec.model}` is the model the leave-one-drug-out benchmark shows best for drugs not seen in "
+               "training; it predicts the cell lines it was fitted on.")  # fmt: skip
+    else:
+        use = (
+            f"For drugs not seen in training the leave-one-drug-out benchmark's best model is "
+            f"`{BEST_FOR_NEW_DRUGS}` (`fused-train fit --model {BEST_FOR_NEW_DRUGS}`), not `{spec.model}`."
+        )
     return f"""# {spec.model} on {info["dataset"]}
 
 Made by `{info["command"] or "fused_train.fit.fit"}` on {info["created"]}.
 
 - model: `{spec.model}`, options `{json.dumps(spec.options)}`
 - training: every measured pair of {info["dataset"]} ({info["pairs"]} pairs, {info["drugs"]} drugs,
-  {info["cells"]} cell lines) except a 10% validation share per member (early stopping), no test set;
+  {info["cells"]} cell lines) except a 10% validation share per member (for its choices), no test set;
   excluded pairs: {info["excluded_pairs"] or "none"}
 - train config: `{json.dumps(spec.to_json()["train"])}`
 - members: {len(info["members"])} (one per seed); predictions are their mean, `pred_sd` their sd
+- new drugs: {use}
 
 Stores:
 {stores}
 
-Validation (the members' own 10%, at the kept epoch; not a benchmark: see `fused-train run` for held-out tests):
+Choices on each member's own 10% validation share (not a benchmark: see `fused-train run` for held-out tests):
 
-| seed | best epoch | RMSE | PCC | per-drug PCC |
+| seed | choices | RMSE | PCC | per-drug PCC |
 | --- | --- | --- | --- | --- |
 {rows}
-
-Mean over members: RMSE {np.mean(val["val_rmse"]):.3f}, PCC {np.mean(val["val_pcc"]):.3f}, per-drug PCC
-{np.mean(val["val_drug_pcc"]):.3f}.
 
 Use: `fused-train predict --model DIR --drugs new.csv --out predictions.csv`, or
 `fused_train.load_model(DIR).predict(drugs=...)`.

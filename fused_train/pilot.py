@@ -1,11 +1,12 @@
 """``fused-train predict --pilot``: a new drug screened on a few cell lines, predicted on the rest.
 
 The benchmark's answer to this question (``--split pilot-K``) is the ``matching`` model, so prediction uses it too,
-over the training responses that ``fused-train fit`` saves with a model (``responses.parquet``, ``drugs.parquet``).
-Per new drug and per member seed, as in a pilot-K fold: a validation share of the training drugs (drawn with the
-seed) is shown the same pilot lines, the matching setting that predicts their other lines best is chosen, and the
-new drug is predicted from every training drug's responses. The members' predictions give the mean and sd; pilot
-lines are flagged and the others ranked (1 = most sensitive), the list of lines to test next.
+over the training responses that ``fused-train fit`` saves with any model (``responses.parquet``,
+``drugs.parquet``), as ``models/matching.py``'s ``MatchingFitted`` does per member seed: a validation share of the
+training drugs (drawn with the seed) is shown the same pilot lines, the matching setting that predicts their other
+lines best is chosen, and the new drug is predicted from every training drug's responses. The members' predictions
+give the mean and sd; pilot lines are flagged and the others ranked (1 = most sensitive), the list of lines to test
+next.
 
 Pilot rows are checked first: a drug missing from ``--drugs``, a cell line the model does not know, a value that is
 not a finite number, a (drug, line) given twice, or fewer than 3 lines for a drug are errors that name the row.
@@ -18,10 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fused_train.data import Inputs
-from fused_train.models.matching import Matching, MatchingOptions
-from fused_train.seeding import rng
-from fused_train.splits import PILOT, TEST, TRAIN, VAL, Fold
+from fused_train.models.matching import MatchingFitted, MatchingOptions
 
 RESPONSES, DRUGS = "responses.parquet", "drugs.parquet"
 """Files ``fused-train fit`` writes beside model.json: the training pairs and the training drugs' annotations."""
@@ -64,13 +62,14 @@ def pilot_predictions(
     if not (folder / RESPONSES).is_file():
         raise PilotError(f"{folder} holds no {RESPONSES}: it was saved by an older fused-train fit; refit it to use "
                          "--pilot")  # fmt: skip
-    responses = pd.read_parquet(folder / RESPONSES)
-    training = pd.read_parquet(folder / DRUGS)
+    responses = pd.read_parquet(folder / RESPONSES).astype({"drug_id": str, "cell_id": str})
+    training = pd.read_parquet(folder / DRUGS).astype({"drug_id": str})
     frames = []
     for drug_id, rows in pilot.groupby("drug_id", sort=False):
         new = drugs[drugs["drug_id"] == drug_id]
-        annotations = pd.concat([training, new[[c for c in training.columns if c in new.columns]]], ignore_index=True)
-        preds = np.stack([_one(responses, annotations, rows, cell_ids, str(drug_id), seed) for seed in seeds])
+        preds = np.stack([MatchingFitted(responses, training, MatchingOptions(), seed).predict_drug(rows, new, cell_ids,
+                                                                                           str(drug_id))
+                          for seed in seeds])  # fmt: skip
         in_pilot = np.isin(cell_ids, rows["cell_id"])
         measured = rows.set_index("cell_id")["ln_ic50"].reindex(cell_ids).to_numpy()
         frame = pd.DataFrame({"drug_id": drug_id, "cell_id": cell_ids, "pred_ln_ic50": preds.mean(axis=0),
@@ -79,29 +78,3 @@ def pilot_predictions(
         frame["rank_to_test"] = frame["pred_ln_ic50"].where(~in_pilot).rank(method="first").astype("Int64")
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
-
-
-def _one(
-    responses: pd.DataFrame, drugs: pd.DataFrame, pilot: pd.DataFrame, cell_ids: np.ndarray, drug_id: str, seed: int
-) -> np.ndarray:
-    """The matching model's prediction of one new drug on ``cell_ids`` with one seed's validation draw."""
-    known = responses[responses["cell_id"].isin(cell_ids)]
-    drug_ids = np.array([*sorted(known["drug_id"].unique()), drug_id], dtype=str)
-    pairs = pd.concat([known, pilot.assign(drug_id=drug_id)], ignore_index=True)[["drug_id", "cell_id", "ln_ic50"]]
-    pairs["drug_index"] = pd.Index(drug_ids).get_indexer(pairs["drug_id"])
-    pairs["cell_index"] = pd.Index(cell_ids).get_indexer(pairs["cell_id"])
-    annotations = drugs.drop_duplicates("drug_id", keep="last").set_index("drug_id").reindex(drug_ids)
-    sets = {c: [frozenset(p for p in str(v).split(";") if p) if isinstance(v, str) else frozenset()
-                for v in annotations.get(c, pd.Series(index=drug_ids, dtype=object))]
-            for c in ("targets", "target_pathway")}  # fmt: skip
-    inputs = Inputs("pilot", drug_ids, cell_ids, np.zeros((len(drug_ids), 1), np.float32), {}, pairs,
-                    np.full(len(cell_ids), ""), drug_annotations=sets)  # fmt: skip
-    count, _ = inputs.grid()
-    lines = np.isin(cell_ids, pilot["cell_id"])
-    roles = (count > 0).astype(np.int8) * TRAIN
-    others = np.arange(len(drug_ids) - 1)
-    val = rng("pilot-predict", seed, drug_id).choice(others, size=max(1, round(0.1 * len(others))), replace=False)
-    roles[val] = np.where(roles[val] > 0, np.where(lines, PILOT, VAL), 0)
-    roles[-1] = np.where(lines, PILOT, TEST)
-    grid, _ = Matching(MatchingOptions()).predict(inputs, Fold(f"pilot-new-{drug_id}", "pilot-new", seed, roles))
-    return grid[-1]

@@ -15,59 +15,54 @@ The embedding code is imported inside ``predict``, so ``import fused_train`` nev
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from fused_cache.datasets import DRUG_ANNOTATIONS
 from fused_cache.stores import Store
 from fused_train.data import _dense, _drug_features
-from fused_train.pilot import check_pilot, pilot_predictions
-from fused_train.saved import FORMAT, Member, ModelDirError
+from fused_train.models.base import Fitted, PredictError, Query
+from fused_train.models.registry import BEST_FOR_NEW_DRUGS
+from fused_train.pilot import DRUGS, check_pilot, pilot_predictions
+from fused_train.saved import ModelDirError, load_fitted, read_info
 
 TableLike = pd.DataFrame | str | Path
 OUT_FORMATS = (".csv", ".parquet")
 
 
-class PredictError(ValueError):
-    """Input that the model cannot predict: invalid SMILES, cells lacking genes or modalities, a foreign encoder."""
-
-
 def load_model(folder: str | Path, device: str = "cpu") -> TrainedModel:
-    """The saved model (ensemble or single fold model) in ``folder``."""
+    """The saved model (ensemble or single fold model) in ``folder``, every file checked (``saved.read_info``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelDirError(f"no model directory at {folder}")
-    if not (folder / "model.json").is_file():
-        raise ModelDirError(f"{folder} is not a saved model: no model.json (expected the output of fused-train fit, "
-                            "or a run's models/<fold>/)")  # fmt: skip
-    info = json.loads((folder / "model.json").read_text())
-    dev = torch.device(device)
+    info = read_info(folder)
     if info.get("kind") == "ensemble":
-        if info.get("format") != FORMAT:
-            raise ModelDirError(f"{folder / 'model.json'}: format {info.get('format')!r}, expected {FORMAT}")
-        members = [Member(folder / m["dir"], dev) for m in info["members"]]
+        members = [load_fitted(folder / m["dir"], device) for m in info["members"]]
     else:
-        members = [Member(folder, dev)]
-    return TrainedModel(folder, info, members, dev)
+        members = [load_fitted(folder, device)]
+    return TrainedModel(folder, info, members, device)
 
 
 class TrainedModel:
     """Saved models of one configuration (all trained on the same stores); predictions are their mean and sd."""
 
-    def __init__(self, folder: Path, info: dict[str, Any], members: list[Member], device: torch.device) -> None:
-        self.folder, self.info, self.members, self.device = folder, info, members, device
-        first = members[0].info
+    def __init__(
+        self, folder: Path, info: dict[str, Any], members: list[tuple[Fitted, dict[str, Any]]], device: str
+    ) -> None:
+        self.folder, self.info, self.device = folder, info, device
+        self.members = [fitted for fitted, _ in members]
+        first = members[0][1]
+        self.member_info: list[dict[str, Any]] = [i for _, i in members]
         self.stores: dict[str, Any] = first["stores"]
-        self.model = first["model"]
+        self.model: str = first["model"]
         self.report: dict[str, Any] = {}
-        """What the last ``predict`` did: drugs embedded and reused, extra omics columns ignored."""
+        """What the last ``predict`` did: drugs embedded and reused, extra omics columns ignored, new drugs."""
 
     def __repr__(self) -> str:
         return f"TrainedModel({self.model}, {len(self.members)} members, {self.folder})"
@@ -76,21 +71,52 @@ class TrainedModel:
         self, drugs: TableLike | None = None, cells: Mapping[str, TableLike] | str | Path | None = None,
         cache_dir: str | Path | None = None, quiet: bool = True, pilot: TableLike | None = None,
     ) -> pd.DataFrame:  # fmt: skip
-        """ln IC50 of every (drug, cell line): ``drug_id, cell_id, pred_ln_ic50, pred_sd, n_members,
+        """ln IC50 of every (drug, cell line): ``drug_id, cell_id, pred_ln_ic50, pred_sd, n_members, model,
         rank_within_drug`` (1 = most sensitive, the lowest predicted ln IC50).
 
-        ``drugs``: a table or file with ``drug_id`` and ``smiles`` (default: the model's training drugs);
-        ``cells``: {modality: omics table or file}, or a directory of ``omics_<modality>.csv`` files (default: the
-        model's training cell lines); ``cache_dir``: where drugs are embedded (default: the cache the model's drug
-        store is in). ``pilot``: rows ``drug_id, cell_id, ln_ic50`` of new drugs screened on a few of the model's
-        cell lines; those drugs are predicted by ``fused_train.pilot`` instead (``predictor`` says which predicted a
-        row; ``model_ln_ic50`` keeps the model's own prediction, ``in_pilot`` flags the pilot lines, which the rank
-        leaves out: it is the order in which to test the others).
+        ``drugs``: a table or file with ``drug_id`` and ``smiles`` (+ optional ``targets``, ``target_pathway``;
+        default: the model's training drugs); ``cells``: {modality: omics table or file}, or a directory of
+        ``omics_<modality>.csv`` files (default: the model's training cell lines); ``cache_dir``: where drugs are
+        embedded (default: the cache the model's drug store is in). ``pilot``: rows ``drug_id, cell_id, ln_ic50``
+        of new drugs screened on a few of the model's cell lines; those drugs are predicted by ``matching`` from
+        the pilot (``predictor`` says which predicted a row; ``model_ln_ic50`` keeps the model's own prediction where
+        it has one, ``in_pilot`` flags the pilot lines, which the rank leaves out: it is the order in which to test
+        the others).
         """
         self.report = {}
-        drug_ids, drug = self._drugs(drugs, cache_dir, quiet)
+        drug_ids, drug, annotations = self._drugs(drugs, cache_dir, quiet)
         cell_ids, cell_x = self._cells(cells)
-        preds = np.stack([self._predict_member(m, drug, cell_x, len(drug_ids)) for m in self.members])  # (M, A, C)
+        checked = None
+        if pilot is not None:
+            if drugs is None:
+                raise PredictError("--pilot needs --drugs: the new drugs (drug_id, smiles) its rows belong to")
+            checked = check_pilot(_read_table(pilot, "pilot"), drug_ids, cell_ids)
+            known = set(self.member_info[0]["drug_ids"]) & set(checked["drug_id"])
+            if known:
+                raise PredictError(f"pilot: drug {sorted(known)[0]!r} is one the model was trained on; a pilot is "
+                                   "for new drugs")  # fmt: skip
+        new = sorted(set(drug_ids) - set(self.member_info[0]["drug_ids"]))
+        self.report["new_drugs"] = len(new)
+        reads_pilot = self.members[0].reads_pilot
+        if new and self.model != BEST_FOR_NEW_DRUGS and not reads_pilot:
+            self.report["note"] = (f"{len(new)} drug(s) are new to this {self.model!r} model; for new drugs the "
+                                   f"leave-one-drug-out benchmark's best model is {BEST_FOR_NEW_DRUGS!r} "
+                                   f"(fused-train fit --model {BEST_FOR_NEW_DRUGS})")  # fmt: skip
+        query = Query(drug_ids, drug, cell_ids, cell_x, annotations, None)
+        if reads_pilot:  # the model predicts from the pilot alone
+            frame = self._frame(self._predict(replace(query, pilot=checked)), drug_ids, cell_ids)
+            return frame if checked is None else self._mark_pilot(frame, checked, cell_ids, self.model)
+        frame = self._frame(self._predict(query), drug_ids, cell_ids)
+        return frame if checked is None else self._with_pilot(frame, drugs, checked, cell_ids)
+
+    def _predict(self, query: Query) -> np.ndarray:
+        """(members, drugs, cells)."""
+        return np.stack([member.predict(query) for member in self.members])
+
+    def _frame(self, preds: np.ndarray, drug_ids: np.ndarray, cell_ids: np.ndarray) -> pd.DataFrame:
+        if not np.isfinite(preds).all():
+            raise PredictError(f"the {self.model!r} model predicted a non-finite value; its files verified, so the "
+                               "inputs are outside what it can use (report this with the command)")  # fmt: skip
         mean = preds.mean(axis=0)
         sd = preds.std(axis=0, ddof=1) if len(preds) > 1 else np.full_like(mean, np.nan)
         frame = pd.DataFrame({
@@ -99,21 +125,17 @@ class TrainedModel:
             "pred_ln_ic50": mean.ravel(),
             "pred_sd": sd.ravel(),
             "n_members": len(preds),
+            "model": self.model,
         })  # fmt: skip
         frame["rank_within_drug"] = frame.groupby("drug_id")["pred_ln_ic50"].rank(method="first").astype(int)
-        return frame if pilot is None else self._with_pilot(frame, drugs, pilot, cell_ids)
+        return frame
 
-    def _with_pilot(self, frame: pd.DataFrame, drugs: TableLike | None, pilot: TableLike, cells: np.ndarray) -> Any:
-        if drugs is None:
-            raise PredictError("--pilot needs --drugs: the new drugs (drug_id, smiles) its rows belong to")
-        table = _drug_table(drugs)
-        checked = check_pilot(_read_table(pilot, "pilot"), table["drug_id"].to_numpy(), cells)
-        known = set(self.members[0].info["drug_ids"]) & set(checked["drug_id"])
-        if known:
-            raise PredictError(f"pilot: drug {sorted(known)[0]!r} is one the model was trained on; a pilot is for new "
-                               "drugs")  # fmt: skip
+    def _with_pilot(self, frame: pd.DataFrame, drugs: TableLike, pilot: pd.DataFrame, cells: np.ndarray) -> Any:
+        """The pilot drugs' rows predicted by matching over the training responses that fit saved."""
         seeds = [m["seed"] for m in self.info.get("members", [])] or [0]
-        matched = pilot_predictions(self.folder, checked, table, cells, seeds).set_index(["drug_id", "cell_id"])
+        matched = pilot_predictions(self.folder, pilot, _drug_table(drugs), cells, seeds).set_index(
+            ["drug_id", "cell_id"]
+        )
         frame = frame.set_index(["drug_id", "cell_id"]).assign(predictor=self.model, in_pilot=False)
         frame["rank_within_drug"] = frame["rank_within_drug"].astype("Int64")
         frame["model_ln_ic50"] = frame["pred_ln_ic50"]
@@ -125,14 +147,28 @@ class TrainedModel:
         frame.loc[rows, "rank_within_drug"] = matched["rank_to_test"]
         return frame.reset_index().astype({"in_pilot": bool})
 
+    @staticmethod
+    def _mark_pilot(frame: pd.DataFrame, pilot: pd.DataFrame, cells: np.ndarray, model: str) -> pd.DataFrame:
+        """A matching model's own predictions, with the pilot lines flagged and left out of the rank."""
+        measured = pilot.set_index(["drug_id", "cell_id"])["ln_ic50"]
+        index = pd.MultiIndex.from_frame(frame[["drug_id", "cell_id"]])
+        frame["pilot_ln_ic50"] = measured.reindex(index).to_numpy()
+        frame["in_pilot"] = frame["pilot_ln_ic50"].notna()
+        frame["predictor"] = f"{model} (pilot)"
+        frame["rank_within_drug"] = (frame["pred_ln_ic50"].where(~frame["in_pilot"]).groupby(frame["drug_id"])
+                                     .rank(method="first").astype("Int64"))  # fmt: skip
+        return frame
+
     # drugs
 
-    def _drugs(self, drugs: TableLike | None, cache_dir: str | Path | None, quiet: bool) -> tuple[np.ndarray, Any]:
+    def _drugs(
+        self, drugs: TableLike | None, cache_dir: str | Path | None, quiet: bool
+    ) -> tuple[np.ndarray, Any, dict[str, list[frozenset[str]]]]:
         record = self.stores["drug"]
         if drugs is None:
-            ids = np.array(self.members[0].info["drug_ids"], dtype=str)
+            ids = np.array(self.member_info[0]["drug_ids"], dtype=str)
             store, arrays = _recorded_store(record)
-            return ids, self._drug_input(store, arrays, ids)
+            return ids, _drug_features(store, arrays, ids), self._training_annotations(ids)
         table = _drug_table(drugs)
         from fused_cache.build import build_store  # the encoders load only here
         from fused_cache.embed import Items
@@ -159,21 +195,27 @@ class TrainedModel:
             raise PredictError(f"drugs: {err}") from err
         self.report.update(embedded=report.embedded, reused=report.reused, drug_store=str(report.store.path))
         ids = table["drug_id"].to_numpy(str)
+        annotations = {c: [frozenset(p for p in str(v).split(";") if p) for v in table[c]] if c in table
+                       else [frozenset()] * len(ids) for c in DRUG_ANNOTATIONS}  # fmt: skip
         with report.store as store:
-            return ids, self._drug_input(store, store.load(), ids)
+            return ids, _drug_features(store, store.load(), ids), annotations
 
-    def _drug_input(self, store: Store, arrays: dict[str, np.ndarray], ids: np.ndarray) -> Any:
-        features = _drug_features(store, arrays, ids)
-        if isinstance(features, np.ndarray):
-            return torch.from_numpy(features).to(self.device)
-        return self.members[0].net.drug_tensor(features, self.device)
+    def _training_annotations(self, ids: np.ndarray) -> dict[str, list[frozenset[str]]]:
+        """The training drugs' targets and pathways, as fit saved them (none for a run's fold model)."""
+        path = self.folder / DRUGS
+        if not path.is_file():
+            return {c: [frozenset()] * len(ids) for c in DRUG_ANNOTATIONS}
+        table = pd.read_parquet(path).astype({"drug_id": str}).set_index("drug_id").reindex(ids)
+        return {c: [frozenset(p for p in str(v).split(";") if p) if isinstance(v, str) else frozenset()
+                    for v in table[c]] if c in table else [frozenset()] * len(ids)
+                for c in DRUG_ANNOTATIONS}  # fmt: skip
 
     # cells
 
     def _cells(self, cells: Mapping[str, TableLike] | str | Path | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         records = self.stores["cells"]
         if cells is None:
-            ids = np.array(self.members[0].info["cell_ids"], dtype=str)
+            ids = np.array(self.member_info[0]["cell_ids"], dtype=str)
             features = {}
             for name, record in records.items():
                 features[name] = _dense(_recorded_store(record)[1], ids)
@@ -189,24 +231,6 @@ class TrainedModel:
             features[name], extra[name] = _features(name, record, tables[name], ids)
         self.report["extra_columns_ignored"] = extra
         return ids, features
-
-    # the networks
-
-    @torch.no_grad()
-    def _predict_member(self, member: Member, drug: Any, cells: dict[str, np.ndarray], n_drugs: int) -> np.ndarray:
-        """(drugs, cells) ln IC50 of one member, in chunks of cell lines (the hidden grid grows with both)."""
-        scalers = member.scalers
-        if "drug" in scalers:  # a dense embedding, scaled as in training; other inputs (graphs) go in as they are
-            drug = ((drug - scalers["drug"][0]) / scalers["drug"][1])[None]
-        step = max(1, 2**14 // n_drugs)
-        n_cells = len(next(iter(cells.values())))
-        parts = []
-        for k in range(0, n_cells, step):
-            tile = {n: torch.from_numpy(x[k : k + step]).to(self.device) for n, x in cells.items()}
-            parts.append(member.net(drug, None, {n: ((x - scalers[n][0]) / scalers[n][1])[None]
-                                                 for n, x in tile.items()}).float())  # fmt: skip
-        mu, sd = scalers["y"]
-        return (torch.cat(parts, dim=2)[0] * sd + mu).cpu().numpy()
 
 
 def _recorded_store(record: dict[str, Any]) -> tuple[Store, dict[str, np.ndarray]]:

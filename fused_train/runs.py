@@ -39,16 +39,14 @@ import torch
 from fused_cache import datasets
 from fused_cache.cluster import connect, run_tasks
 from fused_cache.logs import log_to
-from fused_cache.progress import progress
 from fused_cache.stores import SKIP_CHECKSUMS, cache_root, protect
 from fused_train.data import Inputs, load_inputs
-from fused_train.engine import Execution, FoldResult, TrainConfig, Trainer, resolve_precision
+from fused_train.engine import Execution, TrainConfig, Trainer, resolve_precision
 from fused_train.metrics import entity_table, summarise
-from fused_train.models.fitted import FittedModel
+from fused_train.models.base import Model, Outcome
 from fused_train.models.naive import NAIVE, naive_predictions
-from fused_train.models.registry import make_options, model_class, options_json
-from fused_train.models.slots import SlotModel
-from fused_train.saved import save_model, store_records
+from fused_train.models.registry import build, make_options, model, options_json
+from fused_train.saved import save_fitted, store_records
 from fused_train.splits import TEST, Fold, drug_blind, make_folds, select
 from fused_train.stats import compare
 
@@ -109,16 +107,22 @@ class RunSpec:
         return cls(**config | {"omics": tuple(config["omics"]), "seeds": tuple(config["seeds"]),
                                "train": TrainConfig(**config["train"])})  # fmt: skip
 
+    def build(self) -> Model:
+        """The run's model with its options, behind the model contract (``models/base.py``)."""
+        return build(self.model, self.options, self.train)
+
     def trainer(self, inputs: Inputs, execution: Execution | None = None, keep_state: bool = False) -> Trainer:
-        """The engine that trains this run's model on ``inputs`` (``keep_state``: so that models can be saved)."""
-        options = make_options(self.model, self.options)
-        return Trainer(inputs, model_class(self.model), options, self.train, execution or Execution(), keep_state)
+        """The engine that trains this run's model on ``inputs`` (a network's only: ``networks.EngineModel``)."""
+        engine_model = self.build()
+        if not hasattr(engine_model, "trainer"):
+            raise RunError(f"model {self.model!r} is not trained by the engine")
+        return engine_model.trainer(inputs, execution, keep_state)
 
     @property
     def saves_models_by_default(self) -> bool:
-        """Saving costs one small model per fold: by default for trained models on every split but LODO and pilot-K
-        (one per drug)."""
-        return issubclass(model_class(self.model), SlotModel) and not drug_blind(self.split)
+        """Saving costs one small model per fold: by default for trained networks on every split but LODO and
+        pilot-K (one per drug)."""
+        return model(self.model).saves_by_default and not drug_blind(self.split)
 
 
 def folds_of(spec: RunSpec, inputs: Inputs) -> list[Fold]:
@@ -127,7 +131,7 @@ def folds_of(spec: RunSpec, inputs: Inputs) -> list[Fold]:
 
 
 def load_run_inputs(spec: RunSpec, cache_dir: str | Path | None = None) -> Inputs:
-    drug_kinds = model_class(spec.model).drug_inputs
+    drug_kinds = model(spec.model).drug_inputs
     return load_inputs(datasets.load(spec.dataset), spec.drug_encoder, spec.cell_tokens, cache_dir, drug_kinds)
 
 
@@ -291,8 +295,8 @@ def train(
     worker's group is retried, and skips the folds it had finished.
     """
     execution = execution or Execution()
-    if save_models and not issubclass(model_class(spec.model), SlotModel):
-        raise RunError(f"model {spec.model!r} has no trained parameters to save; drop --save-models")
+    if save_models and model(spec.model).fitted_class is None:
+        raise RunError(f"model {spec.model!r} has nothing of its own to save; drop --save-models")
     save = spec.saves_models_by_default if save_models is None else save_models
     precision = resolve_precision(spec.train.precision, execution.device)
     spec = replace(spec, train=replace(spec.train, precision=precision))  # the run records what it really used
@@ -373,41 +377,17 @@ def _train_folds(
     wanted = set(names)
     folds = [f for f in folds_of(spec, inputs) if f.name in wanted]
     count, target = inputs.grid()
-    cls = model_class(spec.model)
-    if issubclass(cls, FittedModel):
-        model = cls(make_options(spec.model, spec.options))
-        (run_dir / "choices").mkdir(exist_ok=True)
-        bar = progress(len(folds), "fitting", "folds", quiet)
-        for f in folds:
-            grid, choices = model.predict(inputs, f)
-            _atomic_text(run_dir / "choices" / f"{fold_file(f.name)}.json", json.dumps(choices, indent=2))
-            _write_fold(run_dir, inputs, f, {spec.model: grid}, naive_predictions(count, target, f.roles), None)
-            bar.update()
-        bar.close()
-        return
-    if not issubclass(cls, SlotModel):  # nothing to train: the naive predictors only
-        for f in folds:
-            _write_fold(run_dir, inputs, f, {}, naive_predictions(count, target, f.roles), None)
-        return
     stores = store_records(inputs, spec.drug_encoder) if save else {}
-    for result in spec.trainer(inputs, execution, keep_state=save).run(folds, quiet=quiet):
+    for outcome in spec.build().run(inputs, folds, execution, keep=save, quiet=quiet):
         if save:  # before the fold's Parquet file, which marks it finished
-            save_model(run_dir / "models" / fold_file(result.fold.name), result, spec, inputs, stores)
-        _write_fold(run_dir, inputs, result.fold, _model_grid(result, count.shape, spec.model),
-                    naive_predictions(count, target, result.fold.roles), result)  # fmt: skip
+            save_fitted(run_dir / "models" / fold_file(outcome.fold.name), outcome, spec, inputs, stores)
+        _write_fold(run_dir, inputs, outcome, spec.model, naive_predictions(count, target, outcome.fold.roles))
 
 
-def _model_grid(result: FoldResult, shape: tuple[int, int], model: str) -> dict[str, np.ndarray]:
-    grid = np.full(shape, np.nan, dtype=np.float32)
-    grid.flat[result.test_cells] = result.test_pred
-    return {model: grid}
-
-
-def _write_fold(
-    run_dir: Path, inputs: Inputs, fold: Fold, model: dict[str, np.ndarray], naive: dict[str, np.ndarray],
-    result: FoldResult | None,
-) -> None:  # fmt: skip
-    """The fold's test pairs with every prediction; the Parquet file goes last, as the fold's 'finished' mark."""
+def _write_fold(run_dir: Path, inputs: Inputs, outcome: Outcome, model: str, naive: dict[str, np.ndarray]) -> None:
+    """The fold's test pairs with every prediction, its choices and learning curve; the Parquet file goes last, as
+    the fold's 'finished' mark."""
+    fold = outcome.fold
     pairs = inputs.pairs
     d, c = pairs["drug_index"].to_numpy(), pairs["cell_index"].to_numpy()
     test = fold.roles[d, c] == TEST
@@ -418,13 +398,15 @@ def _write_fold(
     pathways = inputs.drug_annotations.get("target_pathway")
     if pathways and any(pathways):  # travels with the predictions: the report breaks LODO results down by it
         frame["target_pathway"] = [";".join(sorted(pathways[i])) for i in d[test]]
-    for name, grid in {**model, **naive}.items():
+    grids = ({model: outcome.grid} if outcome.grid is not None else {}) | naive
+    for name, grid in grids.items():
         frame[f"pred_{name}"] = grid[d[test], c[test]]
-    if result is not None:
-        curves = run_dir / "curves"
-        curves.mkdir(exist_ok=True)
-        curve = result.curve.assign(best_epoch=result.best_epoch)
-        _atomic_text(curves / f"{fold_file(fold.name)}.csv", curve.to_csv(index=False))
+    if outcome.choices:
+        (run_dir / "choices").mkdir(exist_ok=True)
+        _atomic_text(run_dir / "choices" / f"{fold_file(fold.name)}.json", json.dumps(outcome.choices, indent=2))
+    if outcome.curve is not None:
+        (run_dir / "curves").mkdir(exist_ok=True)
+        _atomic_text(run_dir / "curves" / f"{fold_file(fold.name)}.csv", outcome.curve.to_csv(index=False))
     folder = run_dir / "folds"
     folder.mkdir(exist_ok=True)
     tmp = folder / f".{fold_file(fold.name)}.{os.getpid()}.tmp"
@@ -435,7 +417,9 @@ def _write_fold(
         tmp.rename(folder / f"{fold_file(fold.name)}.parquet")
     finally:
         tmp.unlink(missing_ok=True)
-    epochs = f"best epoch {result.best_epoch} of {len(result.curve)}, " if result is not None else ""
+    epochs = (
+        f"best epoch {outcome.choices['best_epoch']} of {len(outcome.curve)}, " if outcome.curve is not None else ""
+    )
     log.info("fold %s finished: %s%d test pairs", fold.name, epochs, len(frame))
 
 

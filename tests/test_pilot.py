@@ -95,8 +95,8 @@ def test_matching_reads_the_pilot_and_beats_the_plain_neighbours_on_the_same_lin
         test = fold.roles == TEST
         held = int(np.flatnonzero(test.any(axis=1))[0])
         lines = test[held]
-        matched, chosen = Matching(MatchingOptions()).predict(inputs, fold)
-        plain, _ = Neighbours(NeighboursOptions()).predict(inputs, fold)
+        matched, chosen = Matching(MatchingOptions()).predict_fold(inputs, fold)
+        plain, _ = Neighbours(NeighboursOptions()).predict_fold(inputs, fold)
         assert chosen["matched"] > 0
         better += pearsonr(matched[held, lines], target[held, lines])[0] > pearsonr(plain[held, lines],
                                                                                    target[held, lines])[0]  # fmt: skip
@@ -106,8 +106,8 @@ def test_matching_reads_the_pilot_and_beats_the_plain_neighbours_on_the_same_lin
 def test_matching_never_reads_the_held_out_drugs_other_lines() -> None:
     inputs = _planted()
     fold = _folds(inputs, "pilot-10")[4]
-    clean, chosen = Matching(MatchingOptions()).predict(inputs, fold)
-    poisoned, chosen_poisoned = Matching(MatchingOptions()).predict(with_scrambled_test_labels(inputs, fold), fold)
+    clean, chosen = Matching(MatchingOptions()).predict_fold(inputs, fold)
+    poisoned, chosen_poisoned = Matching(MatchingOptions()).predict_fold(with_scrambled_test_labels(inputs, fold), fold)
     np.testing.assert_array_equal(poisoned, clean)
     assert chosen_poisoned == chosen
 
@@ -115,4 +115,4 @@ def test_matching_never_reads_the_held_out_drugs_other_lines() -> None:
 def test_matching_refuses_a_split_without_a_pilot() -> None:
     inputs = _planted()
     with pytest.raises(ModelError, match="needs a pilot screen: use --split pilot-K, not 'lodo'"):
-        Matching(MatchingOptions()).predict(inputs, _folds(inputs, "lodo")[0])
+        Matching(MatchingOptions()).predict_fold(inputs, _folds(inputs, "lodo")[0])

@@ -20,7 +20,7 @@ from fused_train import load_model
 from fused_train.cli import cli
 from fused_train.fit import fit
 from fused_train.runs import predictions, train
-from fused_train.saved import ModelDirError
+from fused_train.saved import ModelDirError, write_info
 
 NEW = pd.DataFrame({"drug_id": ["aspirin", "caffeine"],
                     "smiles": ["CC(=O)Oc1ccccc1C(=O)O", "Cn1cnc2c1c(=O)n(C)c(=O)n2C"]})  # fmt: skip
@@ -72,7 +72,15 @@ def test_fit_then_predict_a_training_drug_in_a_fresh_process(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     there = pd.read_parquet(out)
-    assert list(there.columns) == ["drug_id", "cell_id", "pred_ln_ic50", "pred_sd", "n_members", "rank_within_drug"]
+    assert list(there.columns) == [
+        "drug_id",
+        "cell_id",
+        "pred_ln_ic50",
+        "pred_sd",
+        "n_members",
+        "model",
+        "rank_within_drug",
+    ]
     assert len(there) == 40 and (there["n_members"] == 2).all() and there["pred_sd"].gt(0).all()
     np.testing.assert_allclose(there["pred_ln_ic50"], here["pred_ln_ic50"], atol=1e-6)
     # the same drug by the default (training drugs, read from the store) gives the same numbers
@@ -104,10 +112,12 @@ def test_a_drug_encoder_with_another_fingerprint_is_refused(fitted: Path, tmp_pa
     (copy / "members" / "seed0").mkdir(parents=True)
     for f in (fitted / "members" / "seed0").iterdir():
         (copy / "members" / "seed0" / f.name).write_bytes(f.read_bytes())
-    (copy / "members" / "seed0" / "model.json").write_text(json.dumps(info))
+    write_info(copy / "members" / "seed0", info)  # saved as such: its checksum matches (tampering is another test)
+    for name in ("responses.parquet", "drugs.parquet"):
+        (copy / name).write_bytes((fitted / name).read_bytes())
     ensemble = json.loads((fitted / "model.json").read_text())
     ensemble["members"] = ensemble["members"][:1]
-    (copy / "model.json").write_text(json.dumps(ensemble))
+    write_info(copy, ensemble)
     NEW.to_csv(tmp_path / "new.csv", index=False)
     result = invoke(["--model", str(copy), "--drugs", str(tmp_path / "new.csv"), "--out", str(tmp_path / "p.csv")])
     assert "fingerprint" in result and "0000000000000000" in result and "differs in settings" in result
@@ -159,7 +169,7 @@ def test_bad_inputs_name_the_item_and_leave_no_output(
     methylation.reset_index().to_csv(cells / "omics_methylation.csv", index=False)  # all genes: accepted
     result = CliRunner().invoke(cli, ["predict", "--model", str(fitted), *drugs, "--cells", str(cells), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert pd.read_csv(out).shape == (2 * 3, 6)
+    assert pd.read_csv(out).shape == (2 * 3, 7)
 
 
 def test_load_model_names_a_directory_that_is_not_a_model(tmp_path: Path) -> None:
@@ -171,9 +181,9 @@ def test_fit_on_the_command_line_records_its_command_and_refuses_to_overwrite(
     trained_on: tuple[str, Path], tmp_path: Path
 ) -> None:
     dataset, cache = trained_on
-    args = ["fit", "--drug-encoder", "morgan", "--omics", "methylation", "--dataset", dataset, "--cache-dir",
-            str(cache), "--epochs", "1", "--width", "16", "--heads", "2", "--proj", "8", "--hidden", "16,8",
-            "--precision", "fp32", "--quiet", "--out", str(tmp_path / "m")]  # fmt: skip
+    args = ["fit", "--model", "fused", "--drug-encoder", "morgan", "--omics", "methylation", "--dataset", dataset,
+            "--cache-dir", str(cache), "--epochs", "1", "--width", "16", "--heads", "2", "--proj", "8", "--hidden",
+            "16,8", "--precision", "fp32", "--quiet", "--out", str(tmp_path / "m")]  # fmt: skip
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert "saved" in result.output and (tmp_path / "m" / "members" / "seed0" / "model.safetensors").is_file()
     assert "fused-train fit --model fused --drug-encoder morgan" in (tmp_path / "m" / "card.md").read_text()

@@ -21,7 +21,8 @@ from fused_train.cli import make_cli
 from fused_train.data import Inputs
 from fused_train.models.neighbours import Neighbours, NeighboursOptions, row_pcc
 from fused_train.models.trees import Trees, TreesOptions, mean_drug_pcc
-from fused_train.runs import RunError, RunSpec, folds_of, load_run_inputs, train
+from fused_train.predict import load_model
+from fused_train.runs import RunError, RunSpec, folds_of, load_run_inputs, predictions, train
 from fused_train.splits import TEST, make_folds
 
 FAST_TREES = TreesOptions(leaves=(4, 8), max_rounds=30, stop_rounds=5, drug_components=3, cell_components=4)
@@ -96,7 +97,7 @@ def test_neighbours_learns_a_planted_pathway_profile_and_beats_the_cell_line_mea
     model, won = Neighbours(NeighboursOptions()), 0
     folds = _lodo_folds(inputs)
     for fold in folds:
-        grid, choices = model.predict(inputs, fold)
+        grid, choices = model.predict_fold(inputs, fold)
         held = int(np.flatnonzero((fold.roles == TEST).any(axis=1))[0])
         assert choices["pathway"] > 0
         train = count * (fold.roles != TEST)
@@ -114,8 +115,8 @@ def test_held_out_labels_never_influence_a_fitted_model(model: Neighbours | Tree
     """Scramble the held-out drug's ln IC50: every prediction and every choice stays the same."""
     inputs = _planted()
     fold = _lodo_folds(inputs)[5]
-    clean, chosen = model.predict(inputs, fold)
-    poisoned, chosen_poisoned = model.predict(with_scrambled_test_labels(inputs, fold), fold)
+    clean, chosen = model.predict_fold(inputs, fold)
+    poisoned, chosen_poisoned = model.predict_fold(with_scrambled_test_labels(inputs, fold), fold)
     np.testing.assert_array_equal(poisoned, clean)
     assert chosen_poisoned == chosen
 
@@ -140,9 +141,9 @@ def test_a_fold_without_validation_drugs_is_refused() -> None:
     fold = _lodo_folds(inputs)[0]
     roles = np.where(fold.roles == 2, 1, fold.roles).astype(np.int8)
     with pytest.raises(ValueError, match="no drug has 3 or more validation cell lines"):
-        Neighbours(NeighboursOptions()).predict(inputs, replace(fold, roles=roles))
+        Neighbours(NeighboursOptions()).predict_fold(inputs, replace(fold, roles=roles))
     with pytest.raises(ValueError, match="no validation rows"):
-        Trees(FAST_TREES).predict(inputs, replace(fold, roles=roles))
+        Trees(FAST_TREES).predict_fold(inputs, replace(fold, roles=roles))
 
 
 def test_no_model_option_shadows_a_run_option() -> None:
@@ -155,13 +156,30 @@ def test_runs_on_the_bundled_split_keep_the_held_out_drug_out(trained_on: tuple[
     spec = RunSpec(model="neighbours", drug_encoder="morgan", omics=("methylation",), dataset=trained_on[0])
     inputs = load_run_inputs(spec, trained_on[1])
     fold = folds_of(spec, inputs)[0]
-    grid, _ = Neighbours(NeighboursOptions(k=(2,))).predict(inputs, fold)
+    grid, _ = Neighbours(NeighboursOptions(k=(2,))).predict_fold(inputs, fold)
     assert np.isfinite(grid).all()
 
 
-def test_a_fitted_model_has_nothing_to_save(trained_on: tuple[str, Path], tmp_path: Path) -> None:
-    spec = RunSpec(model="neighbours", drug_encoder="morgan", omics=("methylation",), dataset=trained_on[0])
-    with pytest.raises(RunError, match="model 'neighbours' has no trained parameters to save"):
+@pytest.mark.parametrize("model", ["neighbours", "trees"])
+def test_a_saved_fold_reproduces_its_runs_held_out_drug(
+    model: str, trained_on: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The one model contract: a fitted model saves what it needs, and the saved fold predicts its held-out drug as
+    the run did (the drug is new to it: neighbours from similar drugs, trees from its features)."""
+    options = {"k": [2]} if model == "neighbours" else {"leaves": [4], "max_rounds": 20, "drug_components": 3,
+                                                          "cell_components": 4}  # fmt: skip
+    spec = RunSpec(model=model, drug_encoder="morgan", omics=("methylation",), dataset=trained_on[0], options=options)
+    run = tmp_path / "run"
+    train(spec, run, fold="0", cache_dir=trained_on[1], quiet=True, save_models=True)
+    written = predictions(run).groupby(["drug_id", "cell_id"])[f"pred_{model}"].first()
+    saved = load_model(next((run / "models").iterdir()))
+    ours = saved.predict().set_index(["drug_id", "cell_id"])["pred_ln_ic50"]
+    np.testing.assert_allclose(ours.loc[written.index].to_numpy(), written.to_numpy(), rtol=0, atol=1e-5)
+
+
+def test_the_naive_predictors_have_nothing_to_save(trained_on: tuple[str, Path], tmp_path: Path) -> None:
+    spec = RunSpec(model="naive", drug_encoder="morgan", omics=("methylation",), dataset=trained_on[0])
+    with pytest.raises(RunError, match="model 'naive' has nothing of its own to save"):
         train(spec, tmp_path / "run", fold="0", cache_dir=trained_on[1], quiet=True, save_models=True)
     assert not (tmp_path / "run").exists()
 

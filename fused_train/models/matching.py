@@ -25,15 +25,23 @@ way. The prediction refits on every row but the held-out drug's. The held-out dr
 from __future__ import annotations
 
 import itertools
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from fused_cache.progress import progress
 from fused_train.data import Inputs
+from fused_train.engine import Execution
+from fused_train.models.base import Fitted, Outcome, PredictError, Query
 from fused_train.models.fitted import FittedModel
 from fused_train.models.neighbours import Standardised, row_pcc, shared_annotations
-from fused_train.models.registry import ModelError, check_candidates, option
+from fused_train.models.registry import ModelError, check_candidates, make_options, option
+from fused_train.seeding import rng
 from fused_train.splits import PILOT, TEST, TRAIN, VAL, Fold
 
 
@@ -112,11 +120,112 @@ def krige(z: np.ndarray, pilot: Pilot, z_pilot: np.ndarray, cov: np.ndarray, noi
     return out
 
 
+class MatchingFitted(Fitted):
+    """Responses to match new drugs against: the fitting pairs and their drugs' annotations, with the options and the
+    seed of the validation draw. Each query drug needs a pilot (``Query.pilot``); per drug, as in a pilot-K fold, a
+    validation share of the reference drugs (drawn with the seed and the drug's id) is shown the same pilot lines,
+    the setting that predicts their other lines best is chosen, and the drug is predicted from every reference."""
+
+    RESPONSES, DRUGS, META = "responses.parquet", "drugs.parquet", "matching.json"
+    reads_pilot = True
+
+    def __init__(self, responses: pd.DataFrame, drugs: pd.DataFrame, options: MatchingOptions, seed: int) -> None:
+        self.responses, self.drugs, self.options, self.seed = responses, drugs, options, seed
+        self.choices: dict[str, Any] = {}
+
+    @classmethod
+    def of(cls, inputs: Inputs, weight: np.ndarray, options: MatchingOptions, seed: int) -> MatchingFitted:
+        """From the grid cells with ``weight`` > 0 of ``inputs``."""
+        pairs = inputs.pairs
+        keep = weight[pairs["drug_index"].to_numpy(), pairs["cell_index"].to_numpy()] > 0
+        drugs = pd.DataFrame({"drug_id": inputs.drug_ids} | {c: [";".join(sorted(s)) for s in sets]
+                             for c, sets in inputs.drug_annotations.items()})  # fmt: skip
+        return cls(pairs.loc[keep, ["drug_id", "cell_id", "ln_ic50"]].reset_index(drop=True), drugs, options, seed)
+
+    def predict(self, query: Query) -> np.ndarray:
+        pilot = query.pilot if query.pilot is not None else pd.DataFrame(columns=["drug_id", "cell_id", "ln_ic50"])
+        lines = pilot.groupby("drug_id").size().reindex(query.drug_ids, fill_value=0)
+        if (lines < 3).any():
+            short = lines[lines < 3]
+            raise PredictError(f"drug {short.index[0]!r} has {short.iloc[0]} pilot line(s): matching predicts a drug "
+                               "from its pilot screen on at least 3 cell lines (--pilot)")  # fmt: skip
+        known = set(self.responses["cell_id"])
+        unknown = [c for c in query.cell_ids if c not in known]
+        if unknown:
+            raise PredictError(f"cell line {unknown[0]!r} has no responses to match on; matching predicts the cell "
+                               "lines it was fitted on")  # fmt: skip
+        table = pd.DataFrame({"drug_id": query.drug_ids} | {c: [";".join(sorted(s)) for s in sets]
+                             for c, sets in query.drug_annotations.items()})  # fmt: skip
+        rows = [self.predict_drug(pilot[pilot["drug_id"] == d], table[table["drug_id"] == d], query.cell_ids, d)
+                for d in query.drug_ids]  # fmt: skip
+        return np.stack(rows).astype(np.float32)
+
+    def predict_drug(self, pilot: pd.DataFrame, new: pd.DataFrame, cell_ids: np.ndarray, drug_id: str) -> np.ndarray:
+        """One new drug on ``cell_ids``: a pilot fold whose held-out drug is the new one."""
+        known = self.responses[self.responses["cell_id"].isin(cell_ids)]
+        drug_ids = np.array([*sorted(known["drug_id"].unique()), drug_id], dtype=str)
+        pairs = pd.concat([known, pilot.assign(drug_id=drug_id)], ignore_index=True)[["drug_id", "cell_id", "ln_ic50"]]
+        pairs["drug_index"] = pd.Index(drug_ids).get_indexer(pairs["drug_id"])
+        pairs["cell_index"] = pd.Index(cell_ids).get_indexer(pairs["cell_id"])
+        drugs = pd.concat([self.drugs, new[[c for c in self.drugs.columns if c in new.columns]]], ignore_index=True)
+        annotations = drugs.drop_duplicates("drug_id", keep="last").set_index("drug_id").reindex(drug_ids)
+        sets = {c: [frozenset(p for p in str(v).split(";") if p) if isinstance(v, str) else frozenset()
+                    for v in annotations.get(c, pd.Series(index=drug_ids, dtype=object))]
+                for c in ("targets", "target_pathway")}  # fmt: skip
+        inputs = Inputs("pilot", drug_ids, cell_ids, np.zeros((len(drug_ids), 1), np.float32), {}, pairs,
+                        np.full(len(cell_ids), ""), drug_annotations=sets)  # fmt: skip
+        count, _ = inputs.grid()
+        lines = np.isin(cell_ids, pilot["cell_id"])
+        roles = (count > 0).astype(np.int8) * TRAIN
+        others = np.arange(len(drug_ids) - 1)
+        val = rng("pilot-predict", self.seed, drug_id).choice(others, size=max(1, round(0.1 * len(others))),
+                                                               replace=False)  # fmt: skip
+        roles[val] = np.where(roles[val] > 0, np.where(lines, PILOT, VAL), 0)
+        roles[-1] = np.where(lines, PILOT, TEST)
+        fold = Fold(f"pilot-new-{drug_id}", "pilot-new", self.seed, roles)
+        grid, _ = Matching(self.options).predict_fold(inputs, fold)
+        return grid[-1]
+
+    def save(self, folder: Path) -> list[str]:
+        self.responses.to_parquet(folder / self.RESPONSES, index=False)
+        self.drugs.to_parquet(folder / self.DRUGS, index=False)
+        (folder / self.META).write_text(json.dumps({"seed": self.seed}))
+        return [self.RESPONSES, self.DRUGS, self.META]
+
+    @classmethod
+    def load(cls, folder: Path, info: dict[str, Any], device: str) -> MatchingFitted:
+        responses = pd.read_parquet(folder / cls.RESPONSES).astype({"drug_id": str, "cell_id": str})
+        drugs = pd.read_parquet(folder / cls.DRUGS).astype({"drug_id": str})
+        seed = json.loads((folder / cls.META).read_text())["seed"]
+        return cls(responses, drugs, make_options("matching", info["options"]), seed)
+
+
 class Matching(FittedModel):
     Options = MatchingOptions
     drug_inputs = ("dense", "graph")  # the drug store is not read: drugs are matched by their pilot responses
+    fitted_class = MatchingFitted
 
-    def predict(self, inputs: Inputs, fold: Fold) -> tuple[np.ndarray, dict[str, Any]]:
+    def fit(self, inputs: Inputs, fold: Fold) -> MatchingFitted:
+        """Every row but the held-out drug's, to match new drugs against (the run scores ``predict_fold``)."""
+        count, _ = inputs.grid()
+        held_out = (fold.roles == TEST).any(axis=1)
+        weight = count * np.isin(fold.roles, (TRAIN, VAL, PILOT)) * ~held_out[:, None]
+        return MatchingFitted.of(inputs, weight, self.options, fold.seed)
+
+    def run(
+        self, inputs: Inputs, folds: list[Fold], execution: Execution, keep: bool, quiet: bool
+    ) -> Iterator[Outcome]:
+        """Each fold's held-out drug predicted from its own pilot lines (the PILOT cells of the fold)."""
+        bar = progress(len(folds), "fitting", "folds", quiet)
+        for fold in folds:
+            tested = (fold.roles == TEST).any()  # not in fit's split: nothing to score, only responses to keep
+            grid, choices = self.predict_fold(inputs, fold) if tested else (None, {})
+            yield Outcome(fold, grid, choices, None, self.fit(inputs, fold) if keep else None)
+            bar.update()
+        bar.close()
+
+    def predict_fold(self, inputs: Inputs, fold: Fold) -> tuple[np.ndarray, dict[str, Any]]:
+        """The held-out drug's predictions on the grid, and the choices made on the validation drugs."""
         if not fold.split.startswith("pilot-"):
             raise ModelError(f"the matching model needs a pilot screen: use --split pilot-K, not {fold.split!r}")
         count, target = inputs.grid()

@@ -7,24 +7,34 @@ LODO fold, a held-out cell line), its mean falls back to the global mean and its
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from fused_train.splits import TRAIN, VAL
+from fused_train.data import Inputs
+from fused_train.engine import Execution
+from fused_train.models.base import Model, Outcome
+from fused_train.splits import TRAIN, VAL, Fold
 
 NAIVE = ("global-mean", "drug-mean", "cell-mean", "mean-effects")
 
 
-class NaiveOnly:
-    """``--model naive``: nothing to train, a run of only the naive predictors (which every run reports anyway)."""
+class NaiveOnly(Model):
+    """``--model naive``: nothing to fit, a run of only the naive predictors (which every run reports anyway)."""
 
     @dataclass(frozen=True)
     class Options:
         pass
 
     drug_inputs: ClassVar[tuple[str, ...]] = ("dense", "graph")
+
+    def run(
+        self, inputs: Inputs, folds: list[Fold], execution: Execution, keep: bool, quiet: bool
+    ) -> Iterator[Outcome]:
+        for fold in folds:
+            yield Outcome(fold, None, {})
 
 
 def naive_predictions(count: np.ndarray, target: np.ndarray, roles: np.ndarray) -> dict[str, np.ndarray]:

@@ -25,12 +25,17 @@ P = T = 0.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file, save_file
 
 from fused_train.data import Inputs
+from fused_train.models.base import Fitted, PredictError, Query
 from fused_train.models.fitted import FittedModel
 from fused_train.models.registry import ModelError, check_candidates, option
 from fused_train.splits import TRAIN, VAL, Fold
@@ -75,6 +80,14 @@ class Standardised:
         per_cell = measured.sum(axis=0)
         base = np.divide(z.sum(axis=0), per_cell, out=np.zeros_like(per_cell), where=per_cell > 0)
         return cls(level, scale, base, measured * (z - base), measured, fitted)
+
+    def with_unfitted(self, n: int) -> Standardised:
+        """The same with ``n`` more drugs that have no fitting rows (new drugs to predict)."""
+        cells = len(self.base)
+        return Standardised(np.concatenate([self.level, np.zeros(n)]), np.concatenate([self.scale, np.ones(n)]),
+                            self.base, np.vstack([self.residual, np.zeros((n, cells))]),
+                            np.vstack([self.measured, np.zeros((n, cells))]),
+                            np.concatenate([self.fitted, np.zeros(n, dtype=bool)]))  # fmt: skip
 
     def profile(self, weights: np.ndarray) -> np.ndarray:
         """(A, C): per drug (row of ``weights``, over reference drugs), the weighted mean residual per cell line."""
@@ -136,36 +149,103 @@ def row_pcc(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray
     return out
 
 
+def predict_grid(
+    x: np.ndarray, annotations: dict[str, list[frozenset[str]]], fitted: Standardised, chosen: dict[str, Any]
+) -> np.ndarray:
+    """(A, C) ln IC50 of every drug with the chosen setting: a drug with fitting rows keeps its own level and scale,
+    one without (a held-out or new drug) takes its neighbours'."""
+    shared = {"pathway": shared_annotations(annotations["target_pathway"], False),
+              "targets": shared_annotations(annotations["targets"], True)}  # fmt: skip
+    references = fitted.fitted
+    neighbours = top_k(similarity(x, references), references, chosen["k"])
+    profiles = {
+        "pathway": fitted.profile(shared["pathway"] * references),
+        "similar": fitted.profile(neighbours),
+        "targets": fitted.profile(shared["targets"] * references),
+    }
+    z = fitted.base[None, :] + sum(chosen[name] * profiles[name] for name in PROFILES)
+    level = np.where(references, fitted.level, _weighted(neighbours, fitted.level, references))
+    scale = np.where(references, fitted.scale, _weighted(neighbours, fitted.scale, references))
+    return (level[:, None] + scale[:, None] * z).astype(np.float32)
+
+
+class NeighboursFitted(Fitted):
+    """A fold's neighbours model: every drug of the fold (features, annotations, standardised fitting rows on the
+    fold's cell lines) and the chosen setting. A query drug the fold did not fit is predicted as a held-out drug is."""
+
+    ARRAYS, META = "neighbours.safetensors", "neighbours.json"
+
+    def __init__(
+        self, drug_ids: np.ndarray, cell_ids: np.ndarray, x: np.ndarray, annotations: dict[str, list[frozenset[str]]],
+        fitted: Standardised, choices: dict[str, Any],
+    ) -> None:  # fmt: skip
+        self.drug_ids, self.cell_ids, self.x, self.annotations = drug_ids, cell_ids, x, annotations
+        self.standardised, self.choices = fitted, choices
+
+    def predict(self, query: Query) -> np.ndarray:
+        columns = pd.Index(self.cell_ids).get_indexer(query.cell_ids)
+        if (columns < 0).any():
+            raise PredictError(
+                f"cell line {query.cell_ids[columns < 0][0]!r} is not one the model was fitted on: neighbours predicts "
+                "from other drugs' responses on the same cell lines; for new cell lines fit a model that reads omics "
+                "(--model fused or trees)"
+            )
+        if not isinstance(query.drug, np.ndarray):
+            raise PredictError("neighbours compares dense drug embeddings; the query's drugs are atom graphs")
+        rows = pd.Index(self.drug_ids).get_indexer(query.drug_ids)
+        known = rows >= 0
+        same = np.isclose(query.drug[known], self.x[rows[known]], rtol=1e-5, atol=1e-6).all(axis=1)
+        if not same.all():
+            drug = query.drug_ids[known][~same][0]
+            raise PredictError(f"drug {drug!r} has the id of a drug the model was fitted on but another embedding "
+                               "(other SMILES?); give a new drug an id of its own")  # fmt: skip
+        new = np.flatnonzero(~known)
+        rows[new] = len(self.drug_ids) + np.arange(len(new))
+        x = np.vstack([self.x, query.drug[new]])
+        annotations = {}
+        for c in ("target_pathway", "targets"):
+            given = query.drug_annotations.get(c) or [frozenset()] * len(known)
+            annotations[c] = [*self.annotations[c], *(given[i] for i in new)]
+        fitted = self.standardised.with_unfitted(len(new))
+        return predict_grid(x, annotations, fitted, self.choices)[np.ix_(rows, columns)]
+
+    def save(self, folder: Path) -> list[str]:
+        s = self.standardised
+        arrays = {"x": self.x, "level": s.level, "scale": s.scale, "base": s.base, "residual": s.residual,
+                  "measured": s.measured, "fitted": s.fitted.astype(np.uint8)}  # fmt: skip
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / self.ARRAYS))
+        meta = {"drug_ids": self.drug_ids.tolist(), "cell_ids": self.cell_ids.tolist(), "choices": self.choices,
+                "annotations": {c: [sorted(v) for v in sets] for c, sets in self.annotations.items()}}  # fmt: skip
+        (folder / self.META).write_text(json.dumps(meta))
+        return [self.ARRAYS, self.META]
+
+    @classmethod
+    def load(cls, folder: Path, info: dict[str, Any], device: str) -> NeighboursFitted:
+        a = load_file(str(folder / cls.ARRAYS))
+        meta = json.loads((folder / cls.META).read_text())
+        fitted = Standardised(a["level"], a["scale"], a["base"], a["residual"], a["measured"], a["fitted"] > 0)
+        annotations = {c: [frozenset(v) for v in sets] for c, sets in meta["annotations"].items()}
+        drug_ids, cell_ids = np.array(meta["drug_ids"], dtype=str), np.array(meta["cell_ids"], dtype=str)
+        if a["x"].shape[0] != len(drug_ids) or a["residual"].shape != (len(drug_ids), len(cell_ids)):
+            raise ValueError(f"{folder / cls.ARRAYS} does not match the ids in {folder / cls.META}")
+        return cls(drug_ids, cell_ids, a["x"], annotations, fitted, meta["choices"])
+
+
 class Neighbours(FittedModel):
     Options = NeighboursOptions
     drug_inputs = ("dense",)
+    fitted_class = NeighboursFitted
 
-    def predict(self, inputs: Inputs, fold: Fold) -> tuple[np.ndarray, dict[str, Any]]:
+    def fit(self, inputs: Inputs, fold: Fold) -> NeighboursFitted:
         count, target = inputs.grid()
         target = target.astype(np.float64)
         pathways, targets = (inputs.drug_annotations[c] for c in ("target_pathway", "targets"))
         shared = {"pathway": shared_annotations(pathways, False), "targets": shared_annotations(targets, True)}
         chosen, score, n_queries = self._choose(inputs, fold, count, target, shared)
         fitted = Standardised.fit(count * np.isin(fold.roles, (TRAIN, VAL)), target)
-        z, neighbours = self._z(inputs.drug, fitted, shared, chosen)
-        level = np.where(fitted.fitted, fitted.level, _weighted(neighbours, fitted.level, fitted.fitted))
-        scale = np.where(fitted.fitted, fitted.scale, _weighted(neighbours, fitted.scale, fitted.fitted))
-        grid = (level[:, None] + scale[:, None] * z).astype(np.float32)
-        return grid, chosen | {"validation per-drug PCC": score, "validation drugs": n_queries}
-
-    def _z(
-        self, x: np.ndarray, fitted: Standardised, shared: dict[str, np.ndarray], chosen: dict[str, Any]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Standardised predictions of every drug with the chosen setting, and its neighbour weights."""
-        references = fitted.fitted
-        neighbours = top_k(similarity(x, references), references, chosen["k"])
-        profiles = {
-            "pathway": fitted.profile(shared["pathway"] * references),
-            "similar": fitted.profile(neighbours),
-            "targets": fitted.profile(shared["targets"] * references),
-        }
-        z = fitted.base[None, :] + sum(chosen[name] * profiles[name] for name in PROFILES)
-        return z, neighbours
+        annotations = {c: list(inputs.drug_annotations[c]) for c in ("target_pathway", "targets")}
+        choices = chosen | {"validation per-drug PCC": score, "validation drugs": n_queries}
+        return NeighboursFitted(inputs.drug_ids, inputs.cell_ids, inputs.drug, annotations, fitted, choices)
 
     def _choose(
         self, inputs: Inputs, fold: Fold, count: np.ndarray, target: np.ndarray, shared: dict[str, np.ndarray]

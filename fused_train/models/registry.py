@@ -1,24 +1,37 @@
 """The explicit list of models: name -> "module:Class". Adding a model = one module + one line here.
 
-A model class says what it needs and which options it takes, so that the CLI, the run specification and the report
-are all derived from this list:
+A registered class is one of three things, and ``model(name)`` puts each behind the one contract of
+``models/base.py`` (``Model``), which is all the rest of the code sees:
+
+- a ``Model`` subclass (``FittedModel``: neighbours, trees, matching; ``NaiveOnly``), used as it is;
+- a ``SlotModel`` network (FUSED, DeepCDR: every parameter with a leading slot dimension), trained by the batched
+  engine (``networks.EngineModel``);
+- a plain ``torch.nn.Module`` that predicts one pair (``module_slots.py`` says what it takes), trained by the batched
+  engine through the generic adapter.
+
+Each says what it needs and which options it takes, so that the CLI, the run specification and the report are all
+derived from this list:
 
 - ``Options``: a frozen dataclass; each field is an option with its default and ``help`` (in the field's metadata).
   ``fused-train run --model NAME`` exposes every field as ``--field-name``.
 - ``drug_inputs``: the drug store kinds it accepts, ``"dense"`` (an (n, d) embedding) and/or ``"graph"`` (ragged atom
   graphs, the ``graph`` store).
-- A ``SlotModel`` subclass is trained by the batched engine; a ``FittedModel`` subclass (``models/fitted.py``) is
-  fitted per fold by its own ``predict``; ``NaiveOnly`` runs the naive predictors alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import json
 import math
 import typing
 from typing import Any
+
+BEST_FOR_NEW_DRUGS = "neighbours"
+"""The model the leave-one-drug-out benchmark shows best for drugs never seen in training (docs/results.md: per-drug
+PCC 0.569 against 0.512 for the cell-line mean and 0.511 for FUSED over all 223 LODO folds): ``fused-train fit``'s
+default model, and what ``predict`` recommends for new drugs."""
 
 MODELS: dict[str, str] = {
     "fused": "fused_train.models.fused:FusedSlots",
@@ -46,10 +59,44 @@ def check_candidates(name: str, values: tuple[float, ...], minimum: float) -> No
 
 
 def model_class(name: str) -> type:
+    """The class registered under ``name``, as registered (a network, a plain module or a ``Model``)."""
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     module, cls = MODELS[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def model(name: str) -> type:
+    """The registered model behind the contract of ``models/base.py``: a ``Model`` subclass."""
+    return _as_model(model_class(name))
+
+
+@functools.cache
+def _as_model(cls: type) -> type:
+    from torch import nn
+
+    from fused_train.models.base import Model
+    from fused_train.models.module_slots import module_slots
+    from fused_train.models.networks import EngineModel
+    from fused_train.models.slots import SlotModel
+
+    if issubclass(cls, Model):
+        return cls
+    if issubclass(cls, nn.Module):
+        network = cls if issubclass(cls, SlotModel) else module_slots(cls)
+        attributes = {
+            "network": network,
+            "Options": network.Options,
+            "drug_inputs": network.drug_inputs,
+            "__module__": cls.__module__,
+        }
+        return type(f"{cls.__name__}Model", (EngineModel,), attributes)
+    raise ModelError(f"{cls.__qualname__} is neither a Model, a SlotModel nor a torch.nn.Module")
+
+
+def build(name: str, options: dict[str, Any], train: Any) -> Any:
+    """The model ``name`` with ``options`` (over its defaults) and the run's ``TrainConfig``."""
+    return model(name)(make_options(name, options), train)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +111,7 @@ class Option:
 
 def options_of(name: str) -> list[Option]:
     """The options of a model: name, type (int, float, str, bool, or a tuple of ints or floats), default."""
-    cls = model_class(name).Options
+    cls = model(name).Options
     hints = typing.get_type_hints(cls)
     return [Option(f.name, hints[f.name], f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]
 
@@ -77,7 +124,7 @@ def make_options(name: str, given: dict[str, Any]) -> Any:
         takes = ", ".join(fields) or "no options"
         raise ModelError(f"model {name!r} has no option {unknown[0]!r} (it takes: {takes})")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
-    return model_class(name).Options(**values)
+    return model(name).Options(**values)
 
 
 def options_json(options: Any) -> dict[str, Any]:

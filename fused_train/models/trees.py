@@ -16,12 +16,17 @@ validation metric predicts. The held-out drug enters only through its own input 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file, save_file
 
 from fused_train.data import Inputs
+from fused_train.models.base import Fitted, PredictError, Query
 from fused_train.models.fitted import FittedModel
 from fused_train.models.registry import ModelError, check_candidates, option
 from fused_train.splits import TRAIN, VAL, Fold
@@ -62,36 +67,104 @@ class TreesOptions:
             raise ModelError("--max-rounds and --stop-rounds must be >= 1 and --shrinkage > 0")
 
 
-def components(x: np.ndarray, fit_rows: np.ndarray, n: int) -> np.ndarray:
-    """``x`` projected on the first ``n`` principal axes of its ``fit_rows`` (features standardised on them)."""
-    mean, sd = x[fit_rows].mean(axis=0), x[fit_rows].std(axis=0)
-    scaled = (x - mean) / np.where(sd > 0, sd, 1.0)
-    _, _, axes = np.linalg.svd(scaled[fit_rows], full_matrices=False)
-    return scaled @ axes[:n].T
+@dataclass(frozen=True)
+class Components:
+    """The first principal axes of some rows' features (each standardised on those rows): a fold's feature map."""
+
+    mean: np.ndarray
+    sd: np.ndarray
+    axes: np.ndarray  # (n, features)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, n: int) -> Components:
+        mean, sd = x.mean(axis=0), x.std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+        _, _, axes = np.linalg.svd((x - mean) / sd, full_matrices=False)
+        return cls(mean, sd, axes[:n])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) / self.sd @ self.axes.T
+
+
+class TreesFitted(Fitted):
+    """A fold's booster and the feature maps it was trained with (principal axes of the TRAIN drugs and cell lines,
+    the pathway vocabulary, the TRAIN mean ln IC50 of each cell line)."""
+
+    BOOSTER, ARRAYS, META = "booster.txt", "features.safetensors", "features.json"
+
+    def __init__(
+        self, booster: Any, drug_map: Components, cell_map: Components, pathways: list[str], cell_ids: np.ndarray,
+        cell_level: np.ndarray, tokens: list[str], choices: dict[str, Any],
+    ) -> None:  # fmt: skip
+        self.booster, self.drug_map, self.cell_map, self.pathways = booster, drug_map, cell_map, pathways
+        self.cell_ids, self.cell_level, self.tokens, self.choices = cell_ids, cell_level, tokens, choices
+
+    def features(self, query: Query) -> np.ndarray:
+        """(drugs x cells, features): one row per pair, drug-major (a pathway not in the vocabulary adds nothing)."""
+        if not isinstance(query.drug, np.ndarray):
+            raise PredictError("trees reads dense drug embeddings; the query's drugs are atom graphs")
+        given = query.drug_annotations.get("target_pathway") or [frozenset()] * len(query.drug_ids)
+        onehot = np.array([[p in s for p in self.pathways] for s in given], dtype=np.float64)
+        drug_x = np.hstack([self.drug_map(query.drug), onehot.reshape(len(given), -1)])
+        cells = np.hstack([query.cells[name] for name in self.tokens]).astype(np.float64)
+        rows = pd.Index(self.cell_ids).get_indexer(query.cell_ids)  # a new cell line has no TRAIN mean: NaN
+        level = np.where(rows >= 0, self.cell_level[rows], np.nan)
+        cell_x = np.hstack([self.cell_map(cells), level[:, None]])
+        d, c = np.indices((len(drug_x), len(cell_x))).reshape(2, -1)
+        return np.hstack([drug_x[d], cell_x[c]])
+
+    def predict(self, query: Query) -> np.ndarray:
+        pred = self.booster.predict(self.features(query), num_iteration=self.booster.best_iteration)
+        return pred.reshape(len(query.drug_ids), len(query.cell_ids)).astype(np.float32)
+
+    def save(self, folder: Path) -> list[str]:
+        (folder / self.BOOSTER).write_text(self.booster.model_to_string(num_iteration=self.booster.best_iteration))
+        arrays = {f"{name}.{part}": getattr(m, part) for name, m in (("drug", self.drug_map), ("cell", self.cell_map))
+                  for part in ("mean", "sd", "axes")} | {"cell_level": self.cell_level}  # fmt: skip
+        save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, str(folder / self.ARRAYS))
+        meta = {"pathways": self.pathways, "cell_ids": self.cell_ids.tolist(), "tokens": self.tokens,
+                "choices": self.choices}  # fmt: skip
+        (folder / self.META).write_text(json.dumps(meta))
+        return [self.BOOSTER, self.ARRAYS, self.META]
+
+    @classmethod
+    def load(cls, folder: Path, info: dict[str, Any], device: str) -> TreesFitted:
+        import lightgbm
+
+        booster = lightgbm.Booster(model_str=(folder / cls.BOOSTER).read_text())
+        a = load_file(str(folder / cls.ARRAYS))
+        meta = json.loads((folder / cls.META).read_text())
+        maps = [Components(a[f"{n}.mean"], a[f"{n}.sd"], a[f"{n}.axes"]) for n in ("drug", "cell")]
+        return cls(booster, *maps, meta["pathways"], np.array(meta["cell_ids"], dtype=str), a["cell_level"],
+                   meta["tokens"], meta["choices"])  # fmt: skip
 
 
 class Trees(FittedModel):
     Options = TreesOptions
     drug_inputs = ("dense",)
+    fitted_class = TreesFitted
 
-    def predict(self, inputs: Inputs, fold: Fold) -> tuple[np.ndarray, dict[str, Any]]:
+    def fit(self, inputs: Inputs, fold: Fold) -> TreesFitted:
         import lightgbm  # imported here: only this model needs it
 
         count, target = inputs.grid()
         train, val = (fold.roles == TRAIN) & (count > 0), (fold.roles == VAL) & (count > 0)
         if not val.any():
             raise ModelError(f"fold {fold.name} has no validation rows to stop boosting and choose --leaves on")
-        drug_x, cell_x = self._features(inputs, train, count, target)
-        rows = {"train": np.nonzero(train), "val": np.nonzero(val)}
-
-        def table(part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            d, c = rows[part]
-            return np.hstack([drug_x[d], cell_x[c]]), target[d, c], count[d, c]
-
-        x_train, y_train, w_train = table("train")
-        x_val, y_val, w_val = table("val")
         o = self.options
-        val_drug = rows["val"][0]
+        drug_map = Components.fit(inputs.drug[train.any(axis=1)], o.drug_components)
+        cells = np.hstack(list(inputs.cells.values())).astype(np.float64)
+        cell_map = Components.fit(cells[train.any(axis=0)], o.cell_components)
+        weight = count * train
+        n = weight.sum(axis=0)
+        cell_level = np.divide((weight * target).sum(axis=0), n, out=np.full(len(n), np.nan), where=n > 0)
+        pathways = sorted(set().union(*inputs.drug_annotations["target_pathway"]))
+        unfitted = TreesFitted(None, drug_map, cell_map, pathways, inputs.cell_ids, cell_level, list(inputs.cells), {})
+        features = unfitted.features(Query.of(inputs))
+        x_train, x_val = (features[np.flatnonzero(part.ravel())] for part in (train, val))
+        y_train, y_val = target[train], target[val]
+        w_train, w_val = count[train], count[val]
+        val_drug = np.nonzero(val)[0]
 
         def loss(pred: np.ndarray) -> float:  # lower is better
             if o.tune_by == "rmse":
@@ -117,23 +190,6 @@ class Trees(FittedModel):
             if score < best[0]:
                 best = (score, model, {"leaves": leaves, "rounds": int(model.best_iteration)})
         score, model, chosen = best
-        d, c = np.indices(count.shape).reshape(2, -1)
-        x_all = np.hstack([drug_x[d], cell_x[c]])
-        grid = model.predict(x_all, num_iteration=model.best_iteration).reshape(count.shape).astype(np.float32)
-        return grid, chosen | {"validation RMSE" if o.tune_by == "rmse" else "validation per-drug PCC": abs(score)}
-
-    def _features(
-        self, inputs: Inputs, train: np.ndarray, count: np.ndarray, target: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per drug and per cell line, the feature columns described in the module docstring."""
-        train_drugs, train_cells = train.any(axis=1), train.any(axis=0)
-        pathways = inputs.drug_annotations["target_pathway"]
-        vocabulary = sorted(set().union(*pathways))
-        onehot = np.array([[p in s for p in vocabulary] for s in pathways], dtype=np.float64).reshape(len(pathways), -1)
-        drug_x = np.hstack([components(inputs.drug, train_drugs, self.options.drug_components), onehot])
-        cells = np.hstack(list(inputs.cells.values())).astype(np.float64)
-        weight = count * train
-        n = weight.sum(axis=0)
-        cell_mean = np.divide((weight * target).sum(axis=0), n, out=np.full(len(n), np.nan), where=n > 0)
-        cell_x = np.hstack([components(cells, train_cells, self.options.cell_components), cell_mean[:, None]])
-        return drug_x, cell_x
+        choices = chosen | {"validation RMSE" if o.tune_by == "rmse" else "validation per-drug PCC": abs(score)}
+        unfitted.booster, unfitted.choices = model, choices
+        return unfitted
