@@ -417,7 +417,7 @@ def test_an_unwritable_output_is_one_line_naming_it(
         tool, args = {
             "build": (fused_cache, ["build", "--encoder", "morgan", "--dataset", str(folder), "--cache-dir", str(ro)]),
             "run": (fused_train, run_args(folder, cache, ro / "run")),
-            "fit": (fused_train, ["fit", *tiny, "--out", str(ro / "model")]),
+            "fit": (fused_train, ["fit", "--model", "fused", *tiny, "--out", str(ro / "model")]),
             "predict": (fused_train, ["predict", "--model", str(model), "--out", str(ro / "p.csv")]),
             "export": (fused_cache, ["export", "morgan", "--to", str(ro / "e.csv"), *data]),
             "splits": (fused_train, ["splits", "--drug-encoder", "morgan", *data, "--export", str(ro / "s")]),
