@@ -14,7 +14,7 @@ import ctypes
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -309,18 +309,15 @@ class Trainer:
 
     def _end_epoch(self, s: _Slot, pred: np.ndarray, net: SlotModel, slot: int) -> FoldResult | None:
         """Record the epoch; returns the fold's result when early stopping (or the epoch limit) ends it. Raises
-        NonFiniteTraining when the epoch's training loss or any of its validation or test predictions is not finite:
-        a diverged fold must stop here, before anything of it is written as a result."""
+        NonFiniteTraining when the epoch's training loss, a validation prediction or a kept test prediction is not
+        finite: a diverged fold must stop here, before anything of it is written as a result."""
         count, target = self.count_np, self.target_np
         val = s.fold.roles == VAL
-        scored = val | (s.fold.roles == TEST)
-        if not (math.isfinite(s.train_loss) and np.isfinite(pred[scored]).all()):
-            what = "training loss is" if not math.isfinite(s.train_loss) else "predictions are"
-            raise NonFiniteTraining(
-                f"fold {s.fold.name} diverged in epoch {s.epoch}: its {what} not finite (training loss "
-                f"{s.train_loss:g}) with --lr {self.config.lr:g}; nothing of the fold was written: try a smaller --lr"
-            )
         w, y, p = count[val], target[val], pred[val]
+        if not math.isfinite(s.train_loss):
+            self._diverged(s, "training loss is")
+        if not np.isfinite(p).all():
+            self._diverged(s, "validation predictions are")
         mse = float((w * (p - y) ** 2).sum() / w.sum())
         drug_pcc = mean_row_pcc(np.where(val, count, 0), target, np.nan_to_num(pred))
         s.curve.append({"epoch": s.epoch, "steps": s.steps, "train_loss": s.train_loss, "val_rmse": mse**0.5,
@@ -329,6 +326,8 @@ class Trainer:
         if loss < s.best_loss:
             s.best_loss, s.best_epoch = loss, s.epoch
             s.best_pred = pred[s.fold.roles == TEST]
+            if not np.isfinite(s.best_pred).all():  # checked where they are kept: only kept ones become results
+                self._diverged(s, "test predictions are")
             if self.keep_state:
                 # parameters and buffers (DeepCDR's BatchNorm running statistics), all with a leading slot dimension
                 s.best_state = {n: t.detach()[slot].to("cpu", copy=True) for n, t in net.state_dict().items()}
@@ -337,6 +336,12 @@ class Trainer:
             return None
         return FoldResult(s.fold, s.best_epoch, np.flatnonzero(s.fold.roles == TEST), s.best_pred,
                           pd.DataFrame(s.curve), s.scalers, s.best_state)  # fmt: skip
+
+    def _diverged(self, s: _Slot, what: str) -> NoReturn:
+        raise NonFiniteTraining(
+            f"fold {s.fold.name} diverged in epoch {s.epoch}: its {what} not finite (training loss {s.train_loss:g}) "
+            f"with --lr {self.config.lr:g}; nothing of the fold was written: try a smaller --lr"
+        )
 
 
 def _reuse_freed_memory() -> None:
