@@ -304,10 +304,15 @@ def _embed_batches(
     """
     plan = {"ids": [items.ids[i] for i in todo], "batch_size": batch_size}
     plan_file = partial / "plan.json"
-    if partial.exists() and (not plan_file.exists() or json.loads(plan_file.read_text()) != plan):
-        shutil.rmtree(partial)
+    if partial.exists() and (not plan_file.exists() or plan_file.read_text() != json.dumps(plan)):
+        shutil.rmtree(partial)  # another plan, or none that was written whole (a full disk)
     partial.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps(plan))
+    tmp = plan_file.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(plan))
+        os.replace(tmp, plan_file)
+    finally:
+        tmp.unlink(missing_ok=True)
     batches = [
         (todo[k : k + batch_size], partial / f"batch-{k // batch_size:06d}.npz")
         for k in range(0, len(todo), batch_size)

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from fused_cache import datasets
-from fused_cache.console import DATA_ERROR, cache_dir_option, dataset_option, fail, run_cli
+from fused_cache.console import DATA_ERROR, cache_dir_option, dataset_option, fail, run_cli, writing
 from fused_cache.datasets import DatasetError
 from fused_cache.encoders.base import EncoderError
 from fused_cache.encoders.registry import DEFAULT_ENCODERS, ENCODERS, encoder_class
@@ -27,6 +27,7 @@ from fused_cache.stores import (
     cache_root,
     check_built_from,
     gc,
+    iter_model_refs,
     iter_refs,
     iter_stores,
     open_store,
@@ -110,7 +111,7 @@ def build(
         ignored = [k for k, v in given.items() if v is not None and k not in accepted]
         if ignored and len(chosen) == 1:
             raise click.UsageError(f"encoder {name!r} takes no --{ignored[0].replace('_', '-')}")
-        with _skip_advice():
+        with _skip_advice(), writing(cache_root(cache_dir)):
             report = build_store(ds, name, cache_dir, fmt=fmt, batch_size=batch_size, dtype=dtype,
                                  on_error=on_error, quiet=quiet, encoder_options=options, scheduler=scheduler,
                                  workers=workers)  # fmt: skip
@@ -136,6 +137,7 @@ def build(
     help="AnnData .h5ad of expression profiles: cells x genes in X, gene symbols as var_names.",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file: .csv, .parquet, .npy, .h5ad.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.option("--name", default=None, help="Name the store's ref is kept under [default: embed-<input file stem>].")
 @_cache_dir
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Local model directory (FMs).")
@@ -150,13 +152,15 @@ def build(
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def embed(
-    encoder: str, smiles: Path | None, adata: Path | None, out: Path, name: str | None, cache_dir: Path | None,
+    encoder: str, smiles: Path | None, adata: Path | None, out: Path, force: bool, name: str | None,
+    cache_dir: Path | None,
     checkpoint: Path | None, device: str, batch_size: int, on_error: str, quiet: bool,
 ) -> None:  # fmt: skip
     """Embed molecules (--smiles) or expression profiles (--adata) without a response table, through the cache."""
     from fused_cache.build import build_store
     from fused_cache.embed import read_adata, read_smiles
     from fused_cache.export import export as write
+    from fused_cache.outputs import check_new_file
 
     if (smiles is None) == (adata is None):
         raise click.UsageError("give exactly one of --smiles FILE or --adata FILE")
@@ -168,16 +172,17 @@ def embed(
         raise click.UsageError(
             f"encoder {encoder!r} embeds {cls.entity}s: use --{'smiles' if cls.entity == 'drug' else 'adata'}"
         )
+    check_new_file(out, force)  # before embedding anything
     items = read_smiles(smiles, name) if smiles is not None else read_adata(adata, cls.modality or "expression", name)
     accepted = inspect.signature(cls.__init__).parameters
     given = {"checkpoint": checkpoint, "device": device if device != "auto" else None}
     options = {k: v for k, v in given.items() if v is not None and k in accepted}
-    with _skip_advice():
+    with _skip_advice(), writing(cache_root(cache_dir)):
         report = build_store(items, encoder, cache_dir, batch_size=batch_size, on_error=on_error, quiet=quiet,
                              encoder_options=options)  # fmt: skip
     click.echo(str(report))
-    with report.store as store:
-        paths = write(store, fmt, out, items)
+    with report.store as store, writing(out):
+        paths = write(store, fmt, out, items, force, "--out")
     click.echo(f"wrote {report.store.manifest['n']} x {report.store.manifest['dim']} to {', '.join(map(str, paths))}")
 
 
@@ -189,6 +194,9 @@ def list_(cache_dir: Path | None) -> None:
     refs: dict[Path, list[str]] = {}
     for ref in iter_refs(root):
         refs.setdefault(ref.store.resolve(), []).append(ref.source or ref.dataset)
+    for model in iter_model_refs(root):
+        for store in model.stores:
+            refs.setdefault(store.resolve(), []).append(f"model {model.owner}")
     for path in iter_stores(root):
         try:
             store = Store(path)
@@ -245,13 +253,13 @@ def verify(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
     required=True,
     help="Output file (.csv, .parquet, .npy, .h5ad), or 'drevalpy' with a FOLDER argument.",
 )
+@click.option("--force", is_flag=True, help="Replace the output file (drevalpy: the feature file) if it exists.")
 @_dataset
 @_cache_dir
-def export(encoder: str, folder: Path | None, target: str, dataset: str, cache_dir: Path | None) -> None:
+def export(encoder: str, folder: Path | None, target: str, force: bool, dataset: str, cache_dir: Path | None) -> None:
     """Export ENCODER's store: CSV, Parquet, .npy (+ .ids.txt), AnnData .h5ad, or drevalpy's feature files in FOLDER
     (a drevalpy <data_path>/<dataset_name> directory), once it verifies and was built from the dataset's current
     items."""
-    from fused_cache.export import ExportError
     from fused_cache.export import export as write
 
     if target == "drevalpy":
@@ -272,10 +280,8 @@ def export(encoder: str, folder: Path | None, target: str, dataset: str, cache_d
                 "item: read them with fused_cache.open_store(...).ragged(name), or export a dense encoder"
             )
         check_built_from(store, ds, cache_root(cache_dir))
-        try:
-            paths = write(store, fmt, out, ds)
-        except ExportError as err:
-            raise click.ClickException(str(err)) from err
+        with writing(out):
+            paths = write(store, fmt, out, ds, force)
         click.echo(f"wrote {store.manifest['n']} x {store.manifest['dim']} to {', '.join(map(str, paths))}")
 
 
@@ -292,12 +298,21 @@ def path(encoder: str, dataset: str, cache_dir: Path | None) -> None:
 @cli.command(name="gc")
 @_cache_dir
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-def gc_(cache_dir: Path | None, dry_run: bool) -> None:
-    """Remove store versions no dataset build points to, and leftovers of killed builds."""
-    removed = gc(cache_root(cache_dir), dry_run=dry_run)
+@click.option(
+    "--prune-model-refs", is_flag=True, help="Also drop the refs of saved models whose directory no longer exists."
+)
+def gc_(cache_dir: Path | None, dry_run: bool, prune_model_refs: bool) -> None:
+    """Remove store versions that no dataset build and no saved model points to, and leftovers of killed builds."""
+    root = cache_root(cache_dir)
+    with writing(root):
+        removed = gc(root, dry_run=dry_run, prune_model_refs=prune_model_refs)
     for path in removed:
         click.echo(f"{'would remove' if dry_run else 'removed'} {path}")
     click.echo(f"{len(removed)} path(s)")
+    gone = [ref for ref in iter_model_refs(root) if not ref.owner.exists()] if root.is_dir() else []
+    for ref in gone:
+        click.echo(f"kept for a model that no longer exists: {ref.owner} ({len(ref.stores)} stores; ref {ref.path}); "
+                   "--prune-model-refs lets gc remove them")  # fmt: skip
 
 
 @cli.command()
@@ -382,4 +397,8 @@ add_verbose(cli)
 
 
 def main() -> None:
-    run_cli(cli, (EncoderError, DatasetError, StoreNotFound, CorruptStore, StaleStore, CacheNotWritable))
+    from fused_cache.export import ExportError
+    from fused_cache.outputs import OutputError
+
+    run_cli(cli, (EncoderError, DatasetError, StoreNotFound, CorruptStore, StaleStore, CacheNotWritable, ExportError,
+                  OutputError))  # fmt: skip

@@ -14,7 +14,9 @@
   ``drug_chemberta_embeddings.csv``, or by ``FeatureDataset.from_csv(path, "pubchem_id", view)``), plus
   ``drug_names.csv``.
 
-Feature names are the store's gene names where it has them (omics stores), else ``<encoder>_<i>``.
+Feature names are the store's gene names where it has them (omics stores), else ``<encoder>_<i>``. Every file is
+written whole and replaces an existing one only with ``force`` (``fused_cache/outputs.py``); a drevalpy id table
+already in the folder is merged with, when it is one (it has the id column), and refused otherwise.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import numpy as np
 import pandas as pd
 
 from fused_cache.datasets import Dataset
+from fused_cache.outputs import OutputError, atomic_path, check_folder, check_new_file
 from fused_cache.stores import Store
 
 
 class ExportError(ValueError):
-    """A store that cannot be written in the format asked for."""
+    """A store that cannot be written in the format asked for, or to the place asked for."""
 
 
 FORMATS = ("csv", "parquet", "npy", "h5ad", "drevalpy")
@@ -65,27 +68,37 @@ def table(store: Store) -> pd.DataFrame:
     return pd.DataFrame(arrays["embeddings"], index=index, columns=feature_names(store.manifest))
 
 
-def export(store: Store, fmt: str, out: Path, dataset: Dataset | None = None) -> list[Path]:
-    """Write ``store`` as ``fmt`` (one of ``FORMATS``) to ``out`` (a file, or a directory for drevalpy)."""
+def export(
+    store: Store, fmt: str, out: Path, dataset: Dataset | None = None, force: bool = False, option: str = "--to"
+) -> list[Path]:
+    """Write ``store`` as ``fmt`` (one of ``FORMATS``) to ``out`` (a file, or a directory for drevalpy); an existing
+    file is replaced only with ``force``. ``option`` names ``out`` in messages."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if "embeddings" not in store.manifest["arrays"]:
         raise ExportError(f"{store.manifest['encoder']!r} holds ragged arrays (atom graphs), not an embedding matrix")
+    if fmt == "drevalpy":
+        return to_drevalpy(table(store), store.manifest, out, dataset, force, option)
+    try:
+        for path in (out, out.with_suffix(".ids.txt")) if fmt == "npy" else (out,):
+            check_new_file(path, force, option)
+    except OutputError as err:
+        raise ExportError(str(err)) from err
     frame = table(store)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        frame.to_csv(out)
-        return [out]
-    if fmt == "parquet":
-        return [_parquet(frame, store.manifest, out)]
     if fmt == "npy":
-        np.save(out, frame.to_numpy())
         ids = out.with_suffix(".ids.txt")
-        ids.write_text("\n".join(frame.index) + "\n")
+        with atomic_path(out) as tmp, atomic_path(ids) as tmp_ids:
+            np.save(tmp, frame.to_numpy())
+            tmp_ids.write_text("\n".join(frame.index) + "\n")
         return [out, ids]
-    if fmt == "h5ad":
-        return [_anndata(frame, store.manifest, out, dataset)]
-    return to_drevalpy(frame, store.manifest, out, dataset)
+    with atomic_path(out) as tmp:
+        if fmt == "csv":
+            frame.to_csv(tmp)
+        elif fmt == "parquet":
+            _parquet(frame, store.manifest, tmp)
+        else:
+            _anndata(frame, store.manifest, tmp, dataset)
+    return [out]
 
 
 def _parquet(frame: pd.DataFrame, manifest: dict[str, Any], out: Path) -> Path:
@@ -120,13 +133,16 @@ def drevalpy_view(manifest: dict[str, Any]) -> str:
     return DREVALPY_VIEWS.get(manifest["encoder"], f"{manifest['encoder']}_embeddings")
 
 
-def to_drevalpy(frame: pd.DataFrame, manifest: dict[str, Any], folder: Path, dataset: Dataset | None) -> list[Path]:
-    """drevalpy's feature files for one store in ``folder`` (drevalpy's ``<data_path>/<dataset_name>``).
+def to_drevalpy(
+    frame: pd.DataFrame, manifest: dict[str, Any], folder: Path, dataset: Dataset | None, force: bool = False,
+    option: str = "FOLDER",
+) -> list[Path]:  # fmt: skip
+    """drevalpy's feature files for one store in ``folder`` (drevalpy's ``<data_path>/<dataset_name>``); an existing
+    feature file is replaced only with ``force``, a dataset directory of ours never written into.
 
     Cell lines are named as in drevalpy's GDSC/CCLE files (``cell_line_name`` = the cell line's name, its DepMap id
     where the dataset has no unique name); drugs by PubChem CID (``pubchem_id``), our drug id.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     meta = metadata(manifest["entity"], frame.index.to_numpy(), dataset)
     view = drevalpy_view(manifest)
     if manifest["entity"] == "drug":
@@ -140,14 +156,29 @@ def to_drevalpy(frame: pd.DataFrame, manifest: dict[str, Any], folder: Path, dat
         names = names.drop(columns="cell_name")
         features = frame.set_axis(names["cell_line_name"].to_numpy()).rename_axis("cell_line_name").reset_index()
         written = [folder / f"{view}.csv", folder / "cell_line_names.csv"]
-    features.to_csv(written[0], index=False)
-    _merge_names(names, written[1], names.columns[0])
+    try:
+        check_folder(folder, [written[0].name], force, option)
+    except OutputError as err:
+        raise ExportError(str(err)) from err
+    names = _merged_names(names, written[1], names.columns[0])  # before anything is written: it may refuse
+    with atomic_path(written[0]) as tmp:
+        features.to_csv(tmp, index=False)
+    with atomic_path(written[1]) as tmp:
+        names.to_csv(tmp, index=False)
     return written
 
 
-def _merge_names(names: pd.DataFrame, path: Path, key: str) -> None:
-    """Write the id table, keeping rows an earlier export of another store put there."""
-    if path.exists():
+def _merged_names(names: pd.DataFrame, path: Path, key: str) -> pd.DataFrame:
+    """The id table with the rows an earlier export of another store put in ``path``; refuses a file of that name
+    that is not such a table (no ``key`` column): it is someone else's, and would be lost."""
+    if not path.exists():
+        return names
+    try:
         old = pd.read_csv(path, dtype=str, keep_default_na=False)
-        names = pd.concat([old[~old[key].isin(names[key])], names], ignore_index=True)
-    names.to_csv(path, index=False)
+    except ValueError as err:  # pandas' EmptyDataError and ParserError, a UnicodeDecodeError
+        raise ExportError(f"{path} exists but cannot be read as drevalpy's id table ({err}); move it away") from err
+    if key not in old.columns:
+        columns = ", ".join(map(str, old.columns))
+        raise ExportError(f"{path} exists but is not drevalpy's id table (no {key!r} column; columns: {columns}); "
+                          "move it away or export into another folder")  # fmt: skip
+    return pd.concat([old[~old[key].isin(names[key])], names], ignore_index=True)

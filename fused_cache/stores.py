@@ -9,6 +9,7 @@ Layout under the cache root::
         <name>, <name>_offsets   ragged arrays (e.g. atom_features, edges of the graph encoder)
         manifest.json  (Zarr: a file in the directory and the group's attributes; HDF5: the file's attributes)
     <root>/refs/<dataset key>/<entity>/<encoder>.json   which version a dataset's build produced
+    <root>/refs/models/<hash of the model directory>.json   the stores a saved model needs (``protect``)
     <root>/.publish.lock   held while a build publishes a store and writes its ref, and while gc runs
 
 A store is written under a temporary name and published with one atomic rename, so a reader never sees half a store.
@@ -18,12 +19,13 @@ The dataset key is the name of a bundled dataset, or for a directory its name pl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -308,6 +310,36 @@ def write_ref(root: Path, dataset: Dataset, entity: str, encoder: str, store: Pa
     os.replace(tmp, path)
 
 
+class ModelRef(NamedTuple):
+    """A saved model's claim on the stores it was trained on (``protect``)."""
+
+    path: Path
+    """The ref file, ``<root>/refs/models/<hash>.json``."""
+    owner: Path
+    """The model directory (resolved) that needs the stores."""
+    stores: list[Path]
+
+
+def protect(root: Path, stores: Iterable[Path | str], owner: Path) -> Path:
+    """Keep ``stores`` from ``gc`` for as long as the model directory ``owner`` exists: saved models live anywhere, so
+    gc cannot find them; each registers the stores it needs instead. One ref per owner (rewritten atomically); gc
+    reports a ref whose owner is gone and removes it with ``prune_model_refs``. Returns the ref's path."""
+    owner = owner.resolve()
+    path = root / "refs" / "models" / f"{hashlib.sha256(str(owner).encode()).hexdigest()[:16]}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = sorted({os.path.relpath(Path(store).resolve(), root.resolve()) for store in stores})
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"owner": str(owner), "stores": kept}, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def iter_model_refs(root: Path) -> Iterator[ModelRef]:
+    for path in sorted((root / "refs" / "models").glob("*.json")):
+        data = json.loads(path.read_text())
+        yield ModelRef(path, Path(data["owner"]), [root / store for store in data["stores"]])
+
+
 def read_ref(root: Path, key: str, entity: str, encoder: str) -> Path | None:
     path = ref_path(root, key, entity, encoder)
     if not path.exists():
@@ -401,8 +433,10 @@ def iter_refs(root: Path) -> Iterator[Ref]:
         yield Ref(key, ref.parent.name, ref.stem, root / data["store"], data.get("dataset", key), data.get("source"))
 
 
-def gc(root: Path, dry_run: bool = False) -> list[Path]:
-    """Remove store versions that no ref points to, and leftovers of killed builds. Returns what it removed.
+def gc(root: Path, dry_run: bool = False, prune_model_refs: bool = False) -> list[Path]:
+    """Remove store versions that no ref points to (a dataset's build or a saved model's ``protect``), and leftovers
+    of killed builds. Returns what it removed. With ``prune_model_refs`` the refs of model directories that no longer
+    exist are removed first (and listed), so their stores go too unless something else refers to them.
 
     Runs under the cache's publish lock, so a store published by a running build is never taken for unreferenced;
     a leftover whose build still runs (its per-version lock is held) is left alone.
@@ -412,8 +446,10 @@ def gc(root: Path, dry_run: bool = False) -> list[Path]:
     if not root.is_dir():
         return []
     with publish_lock(root):
-        referenced = {ref.store.resolve() for ref in iter_refs(root)}
-        doomed = [p for p in iter_stores(root) if p.resolve() not in referenced]
+        doomed_refs = [ref.path for ref in iter_model_refs(root) if prune_model_refs and not ref.owner.exists()]
+        kept_by_models = [s for ref in iter_model_refs(root) if ref.path not in doomed_refs for s in ref.stores]
+        referenced = {ref.store.resolve() for ref in iter_refs(root)} | {s.resolve() for s in kept_by_models}
+        doomed = doomed_refs + [p for p in iter_stores(root) if p.resolve() not in referenced]
         for entity in ENTITIES:
             for leftover in sorted((root / entity).glob("*/.tmp-*")) + sorted((root / entity).glob("*/.partial-*")):
                 version = leftover.name.removeprefix(".tmp-").removeprefix(".partial-").split(".")[0]

@@ -17,12 +17,12 @@ from typing import Any
 
 import click
 
-from fused_cache.console import cache_dir_option, dataset_option, run_cli
+from fused_cache.console import cache_dir_option, dataset_option, run_cli, writing
 from fused_cache.datasets import DatasetError
 from fused_cache.logs import add_verbose
 from fused_cache.stores import CorruptStore, StaleStore, StoreNotFound
 from fused_train.data import InputError
-from fused_train.engine import SELECT_BY, Execution, TrainConfig
+from fused_train.engine import SELECT_BY, ConfigError, Execution, NonFiniteTraining, TrainConfig
 from fused_train.models.registry import BEST_FOR_NEW_DRUGS, MODELS, ModelError, Option, options_of
 from fused_train.splits import FoldSelectionError, benchmark_splits, split_of
 
@@ -30,18 +30,23 @@ _TRAIN, _EXECUTION = TrainConfig(), Execution()
 
 
 class _Numbers(click.ParamType):
-    """Comma-separated numbers of one type, e.g. layer widths 256,64 or candidate weights 0,0.5."""
+    """Comma-separated numbers of one type, e.g. seeds 0,1,2, layer widths 256,64 or candidate weights 0,0.5;
+    ``positive``: each at least 1."""
 
-    def __init__(self, kind: type = int) -> None:
-        self.kind, self.name = kind, "integers" if kind is int else "numbers"
+    def __init__(self, kind: type = int, positive: bool = False) -> None:
+        self.kind, self.positive = kind, positive
+        self.name = ("positive " if positive else "") + ("integers" if kind is int else "numbers")
 
     def convert(self, value: Any, param: Any, ctx: Any) -> tuple[Any, ...]:
         if isinstance(value, tuple):
             return value
         try:
-            return tuple(self.kind(x) for x in str(value).split(",") if x)
+            numbers = tuple(self.kind(x) for x in str(value).split(",") if x)
         except ValueError:
+            numbers = None
+        if numbers is None or (self.positive and any(x < 1 for x in numbers)):
             self.fail(f"expected comma-separated {self.name}, got {value!r}", param, ctx)
+        return numbers
 
 
 class _Split(click.Choice):
@@ -80,7 +85,9 @@ def _model_options(multiple: bool) -> tuple[list[Callable], list[str]]:
         if len(types) > 1:
             raise TypeError(f"model option {name!r} has different types in {[m for m, _ in pairs]}")
         kind = types.pop()
-        click_type = _Numbers(typing.get_args(kind)[0]) if kind not in (int, float, str, bool) else kind
+        # tuples of integers are layer widths and candidate counts (neighbours, leaves): a 0 would divide by zero
+        element = typing.get_args(kind)[0] if kind not in (int, float, str, bool) else None
+        click_type = _Numbers(element, positive=element is int) if element is not None else kind
         text = "; ".join(f"{model}: {opt.help} [default: {_show(opt.default)}]" for model, opt in pairs)
         if multiple:
             text += " Repeat to search over several values."
@@ -208,10 +215,11 @@ def make_cli() -> click.Group:
         spec = _spec(kw, lr, {k: v for k, v in given.items() if v is not None})
         run_dir = out or Path("runs") / spec.name
         execution = Execution(slots=kw["slots"], device=_device(kw["device"]), scheduler=scheduler, workers=workers)
-        trained = train(spec, run_dir, fold, kw["cache_dir"], execution, kw["quiet"], save_models)
-        click.echo(f"{run_dir}: trained {len(trained)} folds now")
-        click.echo(describe_inputs(run_dir))
-        table = summarise_run(run_dir)
+        with writing(run_dir):
+            trained = train(spec, run_dir, fold, kw["cache_dir"], execution, kw["quiet"], save_models)
+            click.echo(f"{run_dir}: trained {len(trained)} folds now")
+            click.echo(describe_inputs(run_dir))
+            table = summarise_run(run_dir)
         entity_columns = [c for c in table.columns if c.endswith("_pcc_mean")]
         click.echo(table[["predictor", "seed", "folds", "pcc", "rmse", *entity_columns]].round(3).to_string())
 
@@ -246,13 +254,22 @@ def make_cli() -> click.Group:
             by_pcc = spec.train.select_by == "drug-pcc"  # resolved from the split where --select-by is auto
             label = "-".join([f"lr{rate}"] + [f"{k}{_show(v).replace(',', '_')}" for k, v in options.items()])
             run_dir = out / label
-            train(spec, run_dir, fold, kw["cache_dir"], execution, quiet=kw["quiet"])
+            metric = "val_drug_pcc" if by_pcc else "val_rmse"
+            try:
+                with writing(run_dir):
+                    train(spec, run_dir, fold, kw["cache_dir"], execution, quiet=kw["quiet"])
+            except NonFiniteTraining as err:  # a combination that diverges is a result of the search, not its end
+                click.echo(f"{label}: {err}", err=True)
+                rows.append({"lr": rate, **{k: _show(v) for k, v in options.items()}, metric: np.nan,
+                             "run": f"{run_dir} (diverged)"})  # fmt: skip
+                continue
             curves = [pd.read_csv(f) for f in (run_dir / "curves").glob("*.csv")]
             best = [c["val_drug_pcc"].max() if by_pcc else c["val_rmse"].min() for c in curves]
-            metric = "val_drug_pcc" if by_pcc else "val_rmse"
             rows.append({"lr": rate, **{k: _show(v) for k, v in options.items()}, metric: float(np.mean(best)),
                          "run": str(run_dir)})  # fmt: skip
         table = pd.DataFrame(rows).sort_values(metric, ascending=not by_pcc).reset_index(drop=True)
+        if table[metric].isna().all():
+            raise NonFiniteTraining("every combination of the grid diverged; try smaller --lr values")
         out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "grid.csv", index=False)
         click.echo(table.to_string())
@@ -276,7 +293,8 @@ def make_cli() -> click.Group:
         given = {name: kw.pop(name) for name in option_names}
         spec = _spec({**kw, "split": "fit"}, lr, {k: v for k, v in given.items() if v is not None})
         execution = Execution(slots=kw["slots"], device=_device(kw["device"]))
-        fit_model(spec, out, kw["cache_dir"], execution, kw["quiet"], command)
+        with writing(out):
+            fit_model(spec, out, kw["cache_dir"], execution, kw["quiet"], command)
         click.echo((out / "card.md").read_text())
         click.echo(f"saved {out}")
 
@@ -296,6 +314,7 @@ def make_cli() -> click.Group:
         "comma-separated (first column cell_id, one column per gene) [default: the training cell lines].",
     )
     @click.option("--out", type=click.Path(path_type=Path), required=True, help="predictions.parquet or .csv.")
+    @click.option("--force", is_flag=True, help="Replace --out if it exists.")
     @click.option(
         "--top",
         type=click.IntRange(min=0),
@@ -317,16 +336,19 @@ def make_cli() -> click.Group:
     )
     @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
     @click.option("--quiet", is_flag=True, help="No progress bars.")  # fmt: skip
-    def predict(model_dir: Path, drugs: str | None, cells: str | None, out: Path, top: int, cache_dir: Path | None,
-                pilot: str | None, device: str, quiet: bool) -> None:  # fmt: skip
+    def predict(model_dir: Path, drugs: str | None, cells: str | None, out: Path, force: bool, top: int,
+                cache_dir: Path | None, pilot: str | None, device: str, quiet: bool) -> None:  # fmt: skip
         """Predict ln IC50 of drugs x cell lines with a saved model; write one row per pair with a per-drug rank."""
+        from fused_cache.outputs import check_new_file
         from fused_train.predict import OUT_FORMATS, PredictError, load_model, write_predictions
 
         if out.suffix not in OUT_FORMATS:
             raise PredictError(f"--out must end in {' or '.join(OUT_FORMATS)}, not {out.name!r}")
         model = load_model(model_dir, _device(device))
+        check_new_file(out, force)  # before predicting, which may embed new drugs
         frame = model.predict(drugs=drugs, cells=cells, cache_dir=cache_dir, quiet=quiet, pilot=pilot)
-        write_predictions(frame, out)
+        with writing(out):
+            write_predictions(frame, out)
         if drugs is not None:
             _warn_known_molecules(model.folder, drugs)
         if "embedded" in model.report:
@@ -360,14 +382,16 @@ def make_cli() -> click.Group:
         required=True,
         help="Folder for folds.csv (role of each drug, cell line or pair per fold) and pairs.csv.",
     )
+    @click.option("--force", is_flag=True, help="Replace folds.csv and pairs.csv if the folder holds them.")
     def splits(split: str, seeds: str, drug_encoder: str, cell_encoder: str, omics: str, dataset: str,
-               cache_dir: Path | None, folder: Path) -> None:  # fmt: skip
+               cache_dir: Path | None, folder: Path, force: bool) -> None:  # fmt: skip
         """Write the exact folds of `fused-train run` on these stores as CSV, to train other models on them."""
         from fused_train.pairs import EmbeddingPairs, export_splits
 
         pairs = EmbeddingPairs.from_stores(dataset, drug_encoder, [cell_encoder, *_names(omics)], cache_dir)
         folds = [f for seed in _ints(seeds) for f in pairs.folds(split, seed)]
-        paths = export_splits(pairs.inputs, folds, folder)
+        with writing(folder):
+            paths = export_splits(pairs.inputs, folds, folder, force)
         click.echo(f"{len(folds)} {split} folds over {len(pairs)} pairs: wrote {', '.join(map(str, paths))}")
 
     @cli.command()
@@ -380,19 +404,25 @@ def make_cli() -> click.Group:
         help="Report directory.",
     )
     @click.option("--svg", is_flag=True, help="Write every figure as SVG too.")
+    @click.option("--force", is_flag=True, help="Write into --out even if it holds files an earlier report did not "
+                  "write (they are replaced where the report writes files of the same name).")  # fmt: skip
     @click.option(
         "--compare-models",
         is_flag=True,
         help="Also pair model runs of the same split, dataset and seeds with each other.",
     )
-    def report(runs: tuple[Path, ...], out: Path, svg: bool, compare_models: bool) -> None:
+    def report(runs: tuple[Path, ...], out: Path, svg: bool, force: bool, compare_models: bool) -> None:
         """Tables (Markdown, CSV), paired statistics and figures from finished runs (other folders are skipped)."""
         from fused_train.report import find_runs, write_report
+        from fused_train.runs import unverified_note
 
         found, skipped = find_runs(list(runs))
         for path, why in skipped.items():
             click.echo(f"skipping {path}: {why}", err=True)
-        paths = write_report(found, out, ("png", "svg") if svg else ("png",), compare_models)
+        for note in filter(None, map(unverified_note, found)):
+            click.echo(f"warning: {note}", err=True)
+        with writing(out):
+            paths = write_report(found, out, ("png", "svg") if svg else ("png",), compare_models, force)
         click.echo(paths["markdown"].read_text())
         click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
@@ -420,11 +450,12 @@ def _warn_known_molecules(folder: Path, drugs: str) -> None:
 
 
 def main() -> None:
+    from fused_cache.outputs import OutputError
     from fused_train.pilot import PilotError
     from fused_train.predict import PredictError
     from fused_train.runs import RunError
     from fused_train.saved import ModelDirError
 
     data_errors = (RunError, InputError, DatasetError, StoreNotFound, CorruptStore, StaleStore, PredictError,
-                   PilotError, ModelDirError)  # fmt: skip
-    run_cli(make_cli(), data_errors, usage=(ModelError, FoldSelectionError))
+                   PilotError, ModelDirError, NonFiniteTraining, OutputError)  # fmt: skip
+    run_cli(make_cli(), data_errors, usage=(ModelError, FoldSelectionError, ConfigError))

@@ -11,9 +11,10 @@ fold gives the same result whichever slot, group or machine trains it.
 from __future__ import annotations
 
 import ctypes
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,15 @@ from fused_train.splits import TEST, TRAIN, VAL, Fold
 
 SELECT_BY = ("rmse", "drug-pcc")
 """The validation metrics a fold's epoch can be chosen by."""
+
+
+class ConfigError(ValueError):
+    """Training settings that cannot work (a learning rate that is not a finite positive number, an unknown metric)."""
+
+
+class NonFiniteTraining(ArithmeticError):
+    """A fold whose training loss or predictions stopped being finite numbers: it diverged, and nothing of it may be
+    kept as a result."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.select_by not in ("auto", *SELECT_BY):
-            raise ValueError(f"select_by {self.select_by!r}: choose auto, {' or '.join(SELECT_BY)}")
+            raise ConfigError(f"select_by {self.select_by!r}: choose auto, {' or '.join(SELECT_BY)}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a finite number > 0, not {self.lr!r}")
 
 
 @dataclass(frozen=True)
@@ -296,10 +308,16 @@ class Trainer:
         return out
 
     def _end_epoch(self, s: _Slot, pred: np.ndarray, net: SlotModel, slot: int) -> FoldResult | None:
-        """Record the epoch; returns the fold's result when early stopping (or the epoch limit) ends it."""
+        """Record the epoch; returns the fold's result when early stopping (or the epoch limit) ends it. Raises
+        NonFiniteTraining when the epoch's training loss, a validation prediction or a kept test prediction is not
+        finite: a diverged fold must stop here, before anything of it is written as a result."""
         count, target = self.count_np, self.target_np
         val = s.fold.roles == VAL
         w, y, p = count[val], target[val], pred[val]
+        if not math.isfinite(s.train_loss):
+            self._diverged(s, "training loss is")
+        if not np.isfinite(p).all():
+            self._diverged(s, "validation predictions are")
         mse = float((w * (p - y) ** 2).sum() / w.sum())
         drug_pcc = mean_row_pcc(np.where(val, count, 0), target, np.nan_to_num(pred))
         s.curve.append({"epoch": s.epoch, "steps": s.steps, "train_loss": s.train_loss, "val_rmse": mse**0.5,
@@ -308,6 +326,8 @@ class Trainer:
         if loss < s.best_loss:
             s.best_loss, s.best_epoch = loss, s.epoch
             s.best_pred = pred[s.fold.roles == TEST]
+            if not np.isfinite(s.best_pred).all():  # checked where they are kept: only kept ones become results
+                self._diverged(s, "test predictions are")
             if self.keep_state:
                 # parameters and buffers (DeepCDR's BatchNorm running statistics), all with a leading slot dimension
                 s.best_state = {n: t.detach()[slot].to("cpu", copy=True) for n, t in net.state_dict().items()}
@@ -316,6 +336,12 @@ class Trainer:
             return None
         return FoldResult(s.fold, s.best_epoch, np.flatnonzero(s.fold.roles == TEST), s.best_pred,
                           pd.DataFrame(s.curve), s.scalers, s.best_state)  # fmt: skip
+
+    def _diverged(self, s: _Slot, what: str) -> NoReturn:
+        raise NonFiniteTraining(
+            f"fold {s.fold.name} diverged in epoch {s.epoch}: its {what} not finite (training loss {s.train_loss:g}) "
+            f"with --lr {self.config.lr:g}; nothing of the fold was written: try a smaller --lr"
+        )
 
 
 def _reuse_freed_memory() -> None:

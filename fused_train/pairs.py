@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from fused_cache import datasets
+from fused_cache.outputs import atomic_path, check_folder
 from fused_train.data import Inputs, load_inputs
 from fused_train.splits import PILOT, TEST, TRAIN, VAL, Fold, make_folds, split_of
 
@@ -99,10 +100,13 @@ def membership(inputs: Inputs, folds: Sequence[Fold]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def export_splits(inputs: Inputs, folds: Sequence[Fold], folder: Path) -> list[Path]:
-    """``folds.csv`` (``membership``) and ``pairs.csv`` (the measured pairs the folds are made of) in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
+def export_splits(inputs: Inputs, folds: Sequence[Fold], folder: Path, force: bool = False) -> list[Path]:
+    """``folds.csv`` (``membership``) and ``pairs.csv`` (the measured pairs the folds are made of) in ``folder``;
+    files already there are replaced only with ``force``, and never in a dataset directory."""
     paths = [folder / "folds.csv", folder / "pairs.csv"]
-    membership(inputs, folds).to_csv(paths[0], index=False)
-    inputs.pairs.drop(columns=["drug_index", "cell_index"]).to_csv(paths[1], index=False)
+    check_folder(folder, [p.name for p in paths], force, "--export")
+    tables = [membership(inputs, folds), inputs.pairs.drop(columns=["drug_index", "cell_index"])]
+    for path, frame in zip(paths, tables, strict=True):
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
     return paths

@@ -9,12 +9,18 @@ drug mean for per-cell-line PCC): mean difference with its interval, drugs won a
 A second table pairs every model with every naive predictor (and, on request, models of the same split with each
 other). Runs of splits that ask for it (``Split.tissue_table``: leave-tissue-out) get a table per held-out TCGA type,
 LODO runs one per target pathway. Figures: ``fused_train.plots``.
+
+A report is written into a temporary folder beside ``--out`` and then moved into it file by file, with
+``.fused-report.json`` listing the files it wrote: a later report refreshes those (and removes the ones it no longer
+writes) but replaces no other file without ``force``.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fused_cache.outputs import OutputError
 from fused_train import plots
 from fused_train.metrics import pcc, rmse
 from fused_train.models.naive import NAIVE
@@ -29,6 +36,8 @@ from fused_train.runs import RunError, predictions, predictors, summarise_run
 from fused_train.splits import split_of
 from fused_train.stats import METHOD, entity_pcc, paired_test
 
+WRITTEN = ".fused-report.json"
+"""The file in a report folder that lists the files the report wrote, which a later report may replace."""
 FIGURES = {
     "learning_curves": plots.learning_curves,
     "predicted_vs_observed": plots.predicted_vs_observed,
@@ -252,17 +261,45 @@ def tissue_table(run_dirs: list[Path]) -> pd.DataFrame:
 
 
 def write_report(
-    run_dirs: list[Path], out_dir: Path, formats: Sequence[str] = ("png",), between_models: bool = False
-) -> dict[str, Path]:
+    run_dirs: list[Path], out_dir: Path, formats: Sequence[str] = ("png",), between_models: bool = False,
+    force: bool = False,
+) -> dict[str, Path]:  # fmt: skip
     """report.md, report.csv, paired.csv and the figures of ``fused_train.plots`` in ``out_dir``.
 
-    Paths that are not finished runs are left out (``find_runs`` says why); RunError when none is.
+    Paths that are not finished runs are left out (``find_runs`` says why); RunError when none is. A file in
+    ``out_dir`` that an earlier report did not write is replaced only with ``force`` (OutputError otherwise).
     """
     runs, skipped = find_runs(run_dirs)
     if not runs:
         reasons = "; ".join(f"{p}: {why}" for p, why in skipped.items())
         raise RunError(f"no finished run among the paths given ({reasons})")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir} is a file, not a folder")
+    earlier = json.loads((out_dir / WRITTEN).read_text())["files"] if (out_dir / WRITTEN).is_file() else []
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        written = _write_tables_and_figures(runs, tmp, formats, between_models)
+        paths = {k: p.relative_to(tmp) for k, p in written.items()}
+        theirs = sorted(str(p) for p in paths.values() if (out_dir / p).exists() and str(p) not in earlier)
+        if theirs and not force:
+            raise OutputError(f"--out {out_dir} holds {', '.join(theirs)}, which no earlier report wrote (not in "
+                              f"{WRITTEN}); pass --force to replace them, or choose another --out")  # fmt: skip
+        for path in paths.values():
+            (out_dir / path).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / path, out_dir / path)
+        for stale in set(earlier) - {str(p) for p in paths.values()}:
+            (out_dir / stale).unlink(missing_ok=True)
+        (out_dir / WRITTEN).write_text(json.dumps({"files": sorted(str(p) for p in paths.values())}, indent=1))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {k: out_dir / p for k, p in paths.items()}
+
+
+def _write_tables_and_figures(
+    runs: list[Path], out_dir: Path, formats: Sequence[str], between_models: bool
+) -> dict[str, Path]:
+    out_dir.mkdir(parents=True)
     frame, paired, pathways = table(runs), paired_table(runs, between_models), per_pathway(runs)
     tissues = tissue_table(runs)
     paths = {"csv": out_dir / "report.csv", "paired": out_dir / "paired.csv", "markdown": out_dir / "report.md",

@@ -10,16 +10,21 @@ training loss, validation RMSE and PCC) or, for a fitted model (``neighbours``, 
 once summarised, ``metrics.json`` / ``metrics.csv`` and ``per_drug.csv`` / ``per_cell.csv``. A fold's Parquet file
 is written last and atomically, so its presence means the fold is finished and a rerun skips it; a rerun whose stores
 or pairs differ from ``provenance.json`` is refused, so folds trained on different inputs are never pooled. Fold
-names become file names percent-escaped (a drug id may hold ``/``).
+names become file names percent-escaped (a drug id may hold ``/``), and a name too long for a file name is cut and
+given a hash of itself (``fold_file``); a fold's Parquet file also holds its name. A finished fold's file that cannot
+be read (truncated after it was written) is refused with its path, never skipped or silently trained again.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,11 +32,14 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from fused_cache import datasets
 from fused_cache.cluster import connect, run_tasks
 from fused_cache.logs import log_to
+from fused_cache.stores import SKIP_CHECKSUMS, cache_root, protect
 from fused_train.data import Inputs, load_inputs
 from fused_train.engine import Execution, TrainConfig, Trainer, resolve_precision
 from fused_train.metrics import entity_table, summarise
@@ -137,6 +145,9 @@ def prepare(spec: RunSpec, run_dir: Path) -> None:
                 f"{run_dir} holds a different run (differs in {', '.join(changed)}); pass another --out, "
                 "or delete the directory to start over"
             )
+        for path in sorted((run_dir / "folds").glob("*.parquet")):  # a resume must not skip a damaged fold
+            with _fold_file_read(path):
+                pq.read_metadata(path)
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_text(config, json.dumps(wanted, indent=2))
@@ -150,6 +161,7 @@ def provenance(inputs: Inputs) -> dict[str, Any]:
     stores = inputs.store_versions
     return {
         "stores": {name: {k: v for k, v in record.items() if k != "path"} for name, record in stores.items()},
+        "stores_verified": stores_verified(),
         "pairs": {
             "used": len(pairs),
             "hash": hashlib.sha256(pairs.to_csv(index=False).encode()).hexdigest(),  # stable across pandas versions
@@ -161,6 +173,12 @@ def provenance(inputs: Inputs) -> dict[str, Any]:
         },
         "store_paths": {name: record["path"] for name, record in stores.items()},
     }
+
+
+def stores_verified() -> bool:
+    """False when $FUSED_SKIP_CHECKSUMS=1 let the stores load without their checksums being compared (as
+    ``Store.load`` decides)."""
+    return os.environ.get(SKIP_CHECKSUMS, "") in ("", "0")
 
 
 def record_provenance(run_dir: Path, inputs: Inputs) -> None:
@@ -183,6 +201,9 @@ def record_provenance(run_dir: Path, inputs: Inputs) -> None:
                 f"{run_dir} was trained on other inputs than the stores and dataset give now ({'; '.join(changes)}); "
                 f"its folds would be pooled with folds trained on the new ones. {advice}"
             )
+        if found.get("stores_verified", True) and not wanted["stores_verified"]:
+            found["stores_verified"] = False  # a resume without checksums: the run says so from now on
+            _atomic_text(path, json.dumps(found, indent=2))
         return
     if finished(run_dir):
         raise RunError(f"{run_dir} has finished folds but no record of the stores they were trained on; {advice}")
@@ -191,10 +212,23 @@ def record_provenance(run_dir: Path, inputs: Inputs) -> None:
     _atomic_text(path, json.dumps(wanted, indent=2))
 
 
+def unverified_note(run_dir: Path) -> str | None:
+    """A warning when some of the run's folds were trained on stores whose checksums were not compared."""
+    path = run_dir / "provenance.json"
+    if not path.is_file() or json.loads(path.read_text()).get("stores_verified", True):
+        return None
+    return (f"{run_dir}: the stores were not verified ({SKIP_CHECKSUMS}=1 skipped their checksums); "
+            "fused-cache verify checks them")  # fmt: skip
+
+
 def describe_inputs(run_dir: Path) -> str:
-    """The run's pairs in one paragraph: how many were used, excluded and why, measured more than once."""
+    """The run's pairs in one paragraph: how many were used, excluded and why, measured more than once (and whether
+    the stores were verified)."""
     pairs = json.loads((run_dir / "provenance.json").read_text())["pairs"]
     lines = [f"trained on {pairs['used']} pairs"]
+    note = unverified_note(run_dir)
+    if note is not None:
+        lines.append(f"  {note}")
     repeated = pairs["repeated measurements"]
     if repeated["pairs"]:
         lines.append(f"  {repeated['pairs']} of them repeat a (drug, cell line) measurement "
@@ -207,13 +241,43 @@ def describe_inputs(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+LONGEST_FILE_NAME = 200
+"""Escaped fold names longer than this are cut (file names may hold 255 bytes, with room left for suffixes and the
+temporary names)."""
+CUT = "%~"
+"""Marks a cut fold name: ``quote`` writes every '%' as '%25', so an escaped name never holds it."""
+
+
 def fold_file(name: str) -> str:
-    """A fold's name as a file name: ids may hold '/' and other characters that must not become paths."""
-    return quote(name, safe="")
+    """A fold's name as a file name: ids may hold '/' and other characters that must not become paths, and may be
+    longer than a file name may be (then the escaped name is cut and ends in ``CUT`` and a hash of the whole name)."""
+    escaped = quote(name, safe="")
+    if len(escaped) <= LONGEST_FILE_NAME:
+        return escaped
+    return f"{escaped[:150]}{CUT}{hashlib.sha256(name.encode()).hexdigest()[:16]}"
 
 
 def finished(run_dir: Path) -> set[str]:
-    return {unquote(p.stem) for p in (run_dir / "folds").glob("*.parquet")}
+    """The names of the run's finished folds (a cut file name: the name its Parquet file holds)."""
+    return {_fold_name(p) if CUT in p.stem else unquote(p.stem) for p in (run_dir / "folds").glob("*.parquet")}
+
+
+def _fold_name(path: Path) -> str:
+    with _fold_file_read(path):
+        return (pq.read_schema(path).metadata or {})[b"fused_fold"].decode()
+
+
+@contextmanager
+def _fold_file_read(path: Path) -> Iterator[None]:
+    """Reading a finished fold's file: one that cannot be read was damaged after it was written (it is written
+    whole), so the run stops and names it rather than skip the fold or train it again unasked."""
+    try:
+        yield
+    except (pa.ArrowException, ValueError, KeyError) as err:
+        raise RunError(
+            f"fold file {path} cannot be read ({type(err).__name__}: {err}); it was damaged after it was written: "
+            "delete it, and the next fused-train run with this --out trains that fold again"
+        ) from err
 
 
 def train(
@@ -239,10 +303,26 @@ def train(
     prepare(spec, run_dir)
     record_provenance(run_dir, inputs)
     with log_to(run_dir / "run.log"):
+        if save:
+            protect_models(run_dir / "models", inputs, cache_dir)
         log.info("%s: %d folds selected (--fold %s); inputs %s", spec.name, len(chosen), fold, inputs.describe())
         trained = _train_chosen(spec, run_dir, inputs, chosen, cache_dir, execution, quiet, save)
         log.info("%s: trained %d folds now, %d finished in all", spec.name, len(trained), len(finished(run_dir)))
     return trained
+
+
+def protect_models(models: Path, inputs: Inputs, cache_dir: str | Path | None) -> None:
+    """Keep the stores of ``inputs`` from ``fused-cache gc`` while the saved models in ``models`` exist (a read-only
+    cache, which gc cannot change either, is trained from all the same)."""
+    models.mkdir(parents=True, exist_ok=True)
+    try:
+        protect(cache_root(cache_dir), inputs.stores.values(), models)
+    except OSError as err:
+        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        log.warning(
+            "cache %s is read-only: the saved models' stores are not registered against gc", cache_root(cache_dir)
+        )
 
 
 def _train_chosen(
@@ -328,8 +408,13 @@ def _write_fold(run_dir: Path, inputs: Inputs, outcome: Outcome, model: str, nai
     folder = run_dir / "folds"
     folder.mkdir(exist_ok=True)
     tmp = folder / f".{fold_file(fold.name)}.{os.getpid()}.tmp"
-    frame.to_parquet(tmp, index=False)
-    tmp.rename(folder / f"{fold_file(fold.name)}.parquet")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    try:
+        metadata = (table.schema.metadata or {}) | {b"fused_fold": fold.name.encode()}  # the name, if the file's is cut
+        pq.write_table(table.replace_schema_metadata(metadata), tmp)
+        tmp.rename(folder / f"{fold_file(fold.name)}.parquet")
+    finally:
+        tmp.unlink(missing_ok=True)
     epochs = (
         f"best epoch {outcome.choices['best_epoch']} of {len(outcome.curve)}, " if outcome.curve is not None else ""
     )
@@ -338,8 +423,11 @@ def _write_fold(run_dir: Path, inputs: Inputs, outcome: Outcome, model: str, nai
 
 def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.rename(path)
+    try:
+        tmp.write_text(text)
+        tmp.rename(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def predictions(run_dir: Path) -> pd.DataFrame:
@@ -347,7 +435,18 @@ def predictions(run_dir: Path) -> pd.DataFrame:
     files = sorted((run_dir / "folds").glob("*.parquet"))
     if not files:
         raise RunError(f"{run_dir} has no finished folds")
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    frames = []
+    for path in files:
+        with _fold_file_read(path):
+            frame = pd.read_parquet(path)
+        diverged = [c.removeprefix("pred_") for c in frame if c.startswith("pred_") and not np.isfinite(frame[c]).all()]
+        if diverged:
+            raise RunError(
+                f"fold file {path}: predictions of {diverged[0]} that are not finite (a diverged fold, which fused "
+                f"no longer writes); delete {run_dir} and train the run again with a smaller --lr"
+            )
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def predictors(frame: pd.DataFrame) -> list[str]:

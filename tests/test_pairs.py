@@ -62,7 +62,7 @@ def test_splits_export_writes_fold_membership(trained_on: tuple[str, Path], pair
     assert len(pd.read_csv(tmp_path / "folds" / "pairs.csv")) == len(pairs)
 
     args[args.index("LDO")] = "LPO"
-    CliRunner().invoke(cli, args, catch_exceptions=False)
+    CliRunner().invoke(cli, [*args, "--force"], catch_exceptions=False)  # replaces the LODO export
     known = pd.read_csv(tmp_path / "folds" / "folds.csv", dtype=str)
     assert list(known.columns) == ["fold", "seed", "drug_id", "cell_id", "role"]
     # one row per measured (drug, cell line): a CID measured under two GDSC ids has both pairs in one role
