@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fused_cache.datasets import SUFFIXES
+from fused_cache.tables import SUFFIXES, omics_modality, table_stem
 
 
 class OutputError(ValueError):
@@ -24,8 +24,8 @@ class OutputError(ValueError):
 def dataset_table(path: Path) -> bool:
     """Whether ``path`` is (or would be read as) an input table of a dataset directory: ``pairs``, ``drugs``,
     ``cells`` or ``omics_<modality>`` with a table ending, in a dataset directory."""
-    stem = next((path.name.removesuffix(s) for s in SUFFIXES if path.name.endswith(s)), None)
-    if stem is None or not (stem in ("pairs", "drugs", "cells") or (stem.startswith("omics_") and "." not in stem)):
+    stem = table_stem(path.name)
+    if stem is None or not (stem in ("pairs", "drugs", "cells") or omics_modality(stem)):
         return False
     return is_dataset_dir(path.parent)
 

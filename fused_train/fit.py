@@ -28,7 +28,7 @@ from fused_cache.manifest import now
 from fused_train.engine import Execution, resolve_precision
 from fused_train.models.registry import BEST_FOR_NEW_DRUGS, MODELS, model
 from fused_train.pilot import DRUGS, RESPONSES
-from fused_train.runs import RunError, RunSpec, folds_of, load_run_inputs
+from fused_train.runs import RunError, RunSpec, folds_of, load_run_inputs, protect_models, stores_verified
 from fused_train.saved import FORMAT, publish_dir, save_fitted, sha256, store_records, write_info
 
 VALIDATION = ("val_rmse", "val_pcc", "val_drug_pcc")
@@ -79,6 +79,7 @@ def fit(
             "stores": {"drug": _short(stores["drug"])} | {n: _short(r) for n, r in stores["cells"].items()},
             "members": members,
             "created": now(),
+            "stores_verified": stores_verified(),
             "files": {name: sha256(tmp / name) for name in (RESPONSES, DRUGS)},
         }
         write_info(tmp, info)
@@ -86,6 +87,7 @@ def fit(
         publish_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    protect_models(out, inputs, cache_dir)  # the stores it was fitted on stay while it exists (fused-cache gc)
     return out
 
 

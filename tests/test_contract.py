@@ -46,7 +46,17 @@ def test_fit_then_predict_new_drugs_with_any_model(model: str, trained_on: tuple
     assert result.exit_code == 0 and "saved" in result.output
     NEW.to_csv(tmp_path / "new.csv", index=False)
     out = tmp_path / "p.csv"
-    args = ["predict", "--model", str(tmp_path / "m"), "--drugs", str(tmp_path / "new.csv"), "--out", str(out)]
+    args = [
+        "predict",
+        "--model",
+        str(tmp_path / "m"),
+        "--drugs",
+        str(tmp_path / "new.csv"),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]  # new drugs embedded here: the shared training cache stays as is
     result = runner.invoke(cli, [*args, "--quiet"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert f"of model {model!r} (2 members)" in result.output
@@ -73,18 +83,18 @@ def test_neighbours_is_the_default_for_fit_and_refuses_new_cell_lines(
     cells = {name: ds.omics[name].loc[both].rename(index=lambda c: f"new-{c}").reset_index()
              for name in ("expression", "methylation")}  # fmt: skip
     with pytest.raises(ValueError, match="new-.* is not one the model was fitted on: neighbours predicts"):
-        load_model(tmp_path / "m").predict(drugs=NEW, cells=cells)
+        load_model(tmp_path / "m").predict(drugs=NEW, cells=cells, cache_dir=tmp_path / "cache")
 
 
 def test_matching_fits_and_predicts_from_a_pilot_only(trained_on: tuple[str, Path], tmp_path: Path) -> None:
     CliRunner().invoke(make_cli(), fit_args("matching", trained_on, tmp_path / "m"), catch_exceptions=False)
     model = load_model(tmp_path / "m")
     with pytest.raises(ValueError, match="has 0 pilot line"):
-        model.predict(drugs=NEW)
+        model.predict(drugs=NEW, cache_dir=tmp_path / "cache")
     responses = pd.read_parquet(tmp_path / "m" / "responses.parquet")
     twin = responses[responses["drug_id"] == responses["drug_id"].iloc[0]].drop_duplicates("cell_id").head(6)
     pilot = pd.concat([twin.assign(drug_id=d) for d in NEW["drug_id"]])
-    frame = model.predict(drugs=NEW, pilot=pilot)
+    frame = model.predict(drugs=NEW, pilot=pilot, cache_dir=tmp_path / "cache")
     assert frame.groupby("drug_id")["in_pilot"].sum().tolist() == [6, 6]
     assert np.isfinite(frame["pred_ln_ic50"]).all() and frame.loc[frame["in_pilot"], "rank_within_drug"].isna().all()
 
