@@ -54,8 +54,8 @@ class RunError(ValueError):
 def selection_metric(split: str) -> str:
     """The validation metric that chooses a fold's epoch when none is given: per-drug PCC where whole drugs are held
     out (their validation rows are other held-out drugs, and the question is how one drug's cell lines rank), RMSE
-    elsewhere. ``benchmarks/convergence.py`` (README "Does the engine train to convergence?"): on LODO folds only
-    per-drug PCC selection is at least as accurate as DeepCDR's per-pair regime; on drug-known both are, and RMSE
+    elsewhere. ``benchmarks/convergence.py`` (docs/results.md, "Does the engine train to convergence?"): on LODO folds
+    only per-drug PCC selection is at least as accurate as DeepCDR's per-pair regime; on drug-known both are, and RMSE
     stops sooner."""
     return "drug-pcc" if drug_blind(split) else "rmse"
 
