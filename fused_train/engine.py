@@ -163,7 +163,7 @@ class Trainer:
             scalers = self._stack_scalers(slots)
             self._train_epoch(net, optimizer, slots, scalers, bar.tick)
             done = {}
-            for i, (s, pred) in enumerate(zip(slots, self._evaluate(net, scalers, slots), strict=True)):
+            for i, (s, pred) in enumerate(zip(slots, self._evaluate(net, scalers, slots, bar.tick), strict=True)):
                 result = self._end_epoch(s, pred, net, i)
                 if result is not None:
                     done[i] = result
@@ -288,8 +288,11 @@ class Trainer:
         return loss / weight.sum(dim=(1, 2)).clamp(min=1)
 
     @torch.no_grad()
-    def _evaluate(self, net: SlotModel, scalers: dict, slots: list[_Slot]) -> list[np.ndarray]:
-        """Predictions (ln IC50) of each slot on the drug rows and cell columns holding its VAL and TEST cells."""
+    def _evaluate(
+        self, net: SlotModel, scalers: dict, slots: list[_Slot], tick: Callable[[], None]
+    ) -> list[np.ndarray]:
+        """Predictions (ln IC50) of each slot on the drug rows and cell columns holding its VAL and TEST cells;
+        ``tick`` after every tile."""
         net.eval()
         needed = [(s.fold.roles == VAL) | (s.fold.roles == TEST) for s in slots]
         rows = [np.flatnonzero(m.any(axis=1)) for m in needed]
@@ -304,6 +307,7 @@ class Trainer:
             drug, cells = self._inputs(scalers, index)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 parts.append(net(drug, row_index, cells).float())
+            tick()
         sub = torch.cat(parts, dim=2)
         mu, sd = scalers["y"]
         sub = (sub * sd[:, None, None] + mu[:, None, None]).float().cpu().numpy()
