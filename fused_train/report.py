@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fused_train import plots
+from fused_train import html_report, plots
 from fused_train.models.naive import NAIVE
 from fused_train.runs import RunError, predictions, summarise_run
 from fused_train.splits import drug_blind
@@ -188,6 +188,14 @@ def _paired_row(config: dict[str, Any], model: str, run: str, versus: str, by: s
     }
 
 
+def defined_comparisons(paired: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The paired comparisons over at least one entity, and the others named (e.g. the drug mean in LODO, constant
+    within each drug, so no per-drug PCC is defined): paired.csv keeps every row, the tables a reader sees these."""
+    counts = paired.reindex(columns=["drugs", "cell lines"]).fillna(0).sum(axis=1)
+    empty = paired[counts == 0]
+    return paired[counts > 0], [f"{r['run']} vs {r['versus']}" for _, r in empty.iterrows()]
+
+
 def per_pathway(run_dirs: list[Path]) -> pd.DataFrame:
     """LODO runs by target pathway: per pathway, the drugs, the model's and the cell-line mean's mean per-drug PCC
     (each drug's PCC averaged over seeds; the run's per_drug.csv), their difference and the drugs won. A drug with two
@@ -217,7 +225,8 @@ def per_pathway(run_dirs: list[Path]) -> pd.DataFrame:
 def write_report(
     run_dirs: list[Path], out_dir: Path, formats: Sequence[str] = ("png",), between_models: bool = False
 ) -> dict[str, Path]:
-    """report.md, report.csv, paired.csv and the figures of ``fused_train.plots`` in ``out_dir``.
+    """report.md, report.csv, paired.csv, per_pathway.csv (LODO runs of an annotated dataset), the figures of
+    ``fused_train.plots`` and report.html (all of it on one self-contained page) in ``out_dir``.
 
     Paths that are not finished runs are left out (``find_runs`` says why); RunError when none is.
     """
@@ -231,22 +240,31 @@ def write_report(
              "pathways": out_dir / "per_pathway.csv"}  # fmt: skip
     frame.to_csv(paths["csv"], index=False)
     paired.to_csv(paths["paired"], index=False)
-    pathways.to_csv(paths["pathways"], index=False)
+    if len(pathways):
+        pathways.to_csv(paths["pathways"], index=False)
+    else:  # no LODO run, or no annotations: no file rather than an empty one (nor one of an earlier report)
+        paths.pop("pathways").unlink(missing_ok=True)
+    shown, undefined = defined_comparisons(paired)
     note = (
-        f"Paired over {{entities}}: Wilcoxon signed-rank p-values over the entities where both PCCs are defined "
-        f"(ties dropped), bootstrap {int(METHOD['level'] * 100)}% percentile intervals from {METHOD['n_resamples']} "
-        f"resamples of the entities (seed {METHOD['seed']}). Details: fused_train/stats.py."
+        "Paired over drugs (cell lines in leave-cell-out): Wilcoxon signed-rank p-values over the entities where both "
+        f"PCCs are defined (ties dropped), bootstrap {int(METHOD['level'] * 100)}% percentile intervals from "
+        f"{METHOD['n_resamples']} resamples of the entities (seed {METHOD['seed']}). Details: fused_train/stats.py."
+        + (f" Not shown (no entity where both PCCs are defined): {'; '.join(undefined)}." if undefined else "")
     )
     paths["markdown"].write_text(
         frame.drop(columns=["run"]).to_markdown(index=False)
         + "\n\n## Paired comparisons\n\n"
-        + note.format(entities="drugs (cell lines in leave-cell-out)")
+        + note
         + "\n\n"
-        + paired.to_markdown(index=False)
+        + shown.to_markdown(index=False)
         + "\n"
         + ("\n## LODO by target pathway\n\n" + pathways.to_markdown(index=False) + "\n" if len(pathways) else "")
     )
     for name, draw in FIGURES.items():
         for path in draw(runs, out_dir / name, formats):
             paths[f"{name}.{path.suffix[1:]}"] = path
+    sections = {"Results": (frame.drop(columns=["run"]), ""), "Paired comparisons": (shown, note),
+                "LODO by target pathway": (pathways, "")}  # fmt: skip
+    figures = [path for path in paths.values() if path.suffix == ".png"]
+    paths["html"] = html_report.write_html(runs, out_dir / "report.html", sections, figures)
     return paths
