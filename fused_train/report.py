@@ -59,7 +59,9 @@ def find_runs(paths: Sequence[Path]) -> tuple[list[Path], dict[Path, str]]:
     """The run directories among ``paths`` (a config.json and at least one finished fold), and why others are not."""
     runs, skipped = [], {}
     for path in paths:
-        if not path.is_dir():
+        if not path.exists():
+            skipped[path] = "no such file or directory"
+        elif not path.is_dir():
             skipped[path] = "not a directory"
         elif not (path / "config.json").is_file():
             skipped[path] = "not a run directory (no config.json)"

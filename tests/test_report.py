@@ -61,11 +61,12 @@ def test_report_tables_figures_and_folders_that_are_not_runs(lodo_run: Path, tmp
     (tmp_path / "grid.csv").write_text("lr\n")  # what `runs/*` also matches
     out = tmp_path / "report"
     args = ["report", str(lodo_run), str(tmp_path / "not-a-run"), str(tmp_path / "grid.csv"), "--out", str(out),
-            "--svg", "--compare-models"]  # fmt: skip
+            "--svg", "--compare-models", str(tmp_path / "deepcdr-*")]  # fmt: skip
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0
     assert "not-a-run: not a run directory (no config.json)" in result.stderr
     assert "grid.csv: not a directory" in result.stderr
+    assert "deepcdr-*: no such file or directory" in result.stderr  # a shell pattern that matched no run
     report = pd.read_csv(out / "report.csv")
     model = report[report["predictor"] == "fused"].iloc[0]
     assert model["drugs won"].endswith("/6") and model["PCC 95% CI"].startswith("[")
