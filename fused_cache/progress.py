@@ -37,7 +37,7 @@ class PlainProgress:
         self.total, self.desc, self.unit, self.interval, self.echo = total, desc, unit, interval, echo
         self.file = file or sys.stderr
         self.n, self.postfix = initial, ""
-        self.start = self.last = time.monotonic()
+        self.start = self.last = self.ticked = time.monotonic()
         self.shown: tuple[int, str] | None = None
         """What the last line said (items done, postfix), so that ``close`` does not repeat it."""
 
@@ -49,9 +49,12 @@ class PlainProgress:
         self.postfix = text
 
     def tick(self) -> None:
-        """Print a line if ``interval`` seconds have passed since the last one (one clock read: cheap per step)."""
+        """Print a line unless the next tick, as far after this one as this one after the last, still comes within
+        ``interval`` seconds of the last line: so lines keep at most ``interval`` apart while the ticks come at a
+        steady pace (one clock read: cheap per step)."""
         now = time.monotonic()
-        if now - self.last >= self.interval:
+        step, self.ticked = now - self.ticked, now
+        if now - self.last + step >= self.interval:
             self._line(now)
 
     def close(self) -> None:

@@ -7,11 +7,14 @@ import re
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
+import numpy as np
 import pytest
 from helpers import tiny_spec
 
+from fused_cache import progress as progress_module
 from fused_cache.progress import INTERVAL_VARIABLE, PlainProgress, progress
 from fused_train.models.slots import SlotAdam
 from fused_train.runs import train
@@ -50,6 +53,19 @@ def test_a_fold_whose_best_epoch_is_the_last_allowed_warns(
     train(tiny_spec(dataset, epochs=1), tmp_path / "run", fold="0", cache_dir=cache, quiet=True)
     warning = "best epoch is the last allowed (0); raise --epochs"
     assert warning in capsys.readouterr().err and warning in (tmp_path / "run" / "run.log").read_text()
+
+
+def test_lines_come_at_most_an_interval_apart_while_steps_take_8_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(range(0, 1000, 8))
+    monkeypatch.setattr(progress_module, "time", SimpleNamespace(monotonic=lambda: float(next(clock))))
+    out = io.StringIO()
+    bar = PlainProgress(1, "training", "folds", interval=30.0, file=out)
+    for _ in range(40):  # 320 s of steps
+        bar.tick()
+    clocks = re.findall(r"(\d+):(\d\d):(\d\d) elapsed", out.getvalue())
+    elapsed = [3600 * int(h) + 60 * int(m) + int(sec) for h, m, sec in clocks]
+    gaps = np.diff([0, *elapsed])
+    assert len(gaps) >= 10 and gaps.max() <= 30 and gaps.min() > 30 - 8, out.getvalue()
 
 
 def test_the_final_line_is_not_repeated() -> None:
