@@ -41,7 +41,7 @@ def write_html(
     """Write ``out``: the runs, each non-empty table of ``sections`` (title -> (table, note)), the per-entity
     comparison with names on hover, and ``figures`` (PNG files) inline. Written whole, then renamed into place."""
     parts = [
-        f"<h1>fused report</h1><p class='note'>{len(run_dirs)} runs, written "
+        f"<h1>fused report</h1><p class='note'>{len(run_dirs)} run{'s' * (len(run_dirs) != 1)}, written "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>",
         _runs(run_dirs),
     ]

@@ -108,10 +108,12 @@ def _fold_count(config: dict[str, Any], n_folds: int) -> str:
 
 
 def learning_curves(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Validation metric per epoch, mean over folds, one panel per split."""
+    """Validation metric per epoch, mean over folds, one panel per split; nothing when no run trained by epochs."""
     groups = {s: [r for r in runs if list((r / "curves").glob("*.csv"))] for s, runs in _by_split(run_dirs).items()}
     groups = {s: runs for s, runs in groups.items() if runs}
-    fig, axes = _grid(max(len(groups), 1), width=5.0, height=3.8)
+    if not groups:  # fitted models only: no epochs, no figure
+        return []
+    fig, axes = _grid(len(groups), width=5.0, height=3.8)
     for ax, (split, runs) in zip(axes, groups.items(), strict=False):
         column = "val_drug_pcc" if drug_blind(split) else "val_pcc"
         loss_ax = ax.twinx()

@@ -263,8 +263,11 @@ def write_report(
         + ("\n## LODO by target pathway\n\n" + pathways.to_markdown(index=False) + "\n" if len(pathways) else "")
     )
     for name, draw in FIGURES.items():
-        for path in draw(runs, out_dir / name, formats):
+        written = draw(runs, out_dir / name, formats)
+        for path in written:
             paths[f"{name}.{path.suffix[1:]}"] = path
+        for fmt in formats if not written else ():  # nothing to draw: no figure, nor one of an earlier report
+            (out_dir / f"{name}.{fmt}").unlink(missing_ok=True)
     sections = {"Results": (frame.drop(columns=["run"]), ""), "Paired comparisons": (shown, note),
                 "LODO by target pathway": (pathways, "")}  # fmt: skip
     figures = [path for path in paths.values() if path.suffix == ".png"]
