@@ -182,8 +182,8 @@ class Trainer:
         best = [math.sqrt(s.best_loss) if self.config.select_by == "rmse" else -s.best_loss for s in slots]
         left = max(cap - s.epoch for s in slots) + math.ceil(queued / len(slots)) * cap
         return (f"epoch {min(s.epoch for s in slots) - 1}-{max(s.epoch for s in slots) - 1} in {len(slots)} slots, "
-                f"best val {self.config.select_by} {_span(best)}, at most {clock(left * epoch_seconds)} left at "
-                f"{cap} epochs")  # fmt: skip
+                f"best val {self.config.select_by} {_span(best)}, at most {clock(left * epoch_seconds)} left (cap "
+                f"{cap} epochs)")  # fmt: skip
 
     def _start(self, net: SlotModel, slot: int, fold: Fold) -> _Slot:
         net.reset_slot(slot, stable_seed(fold.name, "init"))

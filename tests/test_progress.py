@@ -39,7 +39,7 @@ def test_a_slow_run_prints_progress_lines_while_a_fold_trains(
     progress_lines = [line for line in lines if line.startswith("training: ")]
     during = [line for line in progress_lines if line.startswith("training: 0/1 folds")]
     assert len(during) >= 3, lines  # while the only fold trains, before anything finishes
-    assert re.search(r"epoch \d-\d in 1 slots, best val drug-pcc -?[\d.]+, at most 0:00:\d\d left at 8 epochs",
+    assert re.search(r"epoch \d-\d in 1 slots, best val drug-pcc -?[\d.]+, at most 0:00:\d\d left \(cap 8 epochs\)",
                      during[-1]), during[-1]  # fmt: skip
     assert sum(line.startswith("training: 1/1 folds (100%)") for line in progress_lines) == 1  # the end, once
     log = (tmp_path / "run" / "run.log").read_text()
