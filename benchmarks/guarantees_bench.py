@@ -1,4 +1,4 @@
-"""What the checks of the README's "Guarantees" cost on the bundled data.
+"""What the checks of docs/guarantees.md cost on the bundled data.
 
     python benchmarks/guarantees_bench.py [--repeats 3]
 

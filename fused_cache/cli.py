@@ -197,7 +197,13 @@ def list_(cache_dir: Path | None) -> None:
     for model in iter_model_refs(root):
         for store in model.stores:
             refs.setdefault(store.resolve(), []).append(f"model {model.owner}")
-    for path in iter_stores(root):
+    paths = list(iter_stores(root))
+    if not paths:
+        click.echo(f"no stores under {root}")
+        return
+    click.echo(f"{'ENTITY':6} {'ENCODER':13} {'VERSION':17} {'ITEMS':>6} {'DIM':>6}  {'DTYPE':8} {'FORMAT':6} "
+               "KEPT BY (dataset builds, source, saved models)")  # fmt: skip
+    for path in paths:
         try:
             store = Store(path)
         except CorruptStore as err:
@@ -206,19 +212,41 @@ def list_(cache_dir: Path | None) -> None:
         with store:
             m = store.manifest
             used = ",".join(refs.get(path.resolve(), [])) or "unreferenced"
-            click.echo(f"{m['entity']:5} {m['encoder']:13} v{m['version']}  n={m['n']:<6} dim={m['dim']:<5} "
-                       f"{m['dtype']:8} {store.format:5} {used}")  # fmt: skip
+            click.echo(f"{m['entity']:6} {m['encoder']:13} v{m['version']:16} {m['n']:>6} {m['dim']:>6}  "
+                       f"{m['dtype']:8} {store.format:6} {used}")  # fmt: skip
 
 
 @cli.command()
 @click.argument("encoder")
 @_dataset
 @_cache_dir
-def info(encoder: str, dataset: str, cache_dir: Path | None) -> None:
-    """Print the manifest of ENCODER's store for a dataset (or of a store path)."""
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON instead of a summary.")
+def info(encoder: str, dataset: str, cache_dir: Path | None, as_json: bool) -> None:
+    """Summarise ENCODER's store for a dataset (or a store path): items, dim, model, when and how it was built."""
     store = Store(encoder) if Path(encoder).exists() else open_store(encoder, dataset=dataset, cache_dir=cache_dir)
     with store:
-        click.echo(json.dumps(store.manifest, indent=2))
+        click.echo(json.dumps(store.manifest, indent=2) if as_json else _overview(store, encoder))
+
+
+def _overview(store: Store, name: str) -> str:
+    """The manifest's few lines a user asks for first; ``--json`` has the rest (checksums, hashes, libraries)."""
+    m = store.manifest
+    settings = ", ".join(f"{k}={'(see --json)' if isinstance(v, dict | list) else v}"
+                         for k, v in m["fingerprint"].get("settings", {}).items()) or "none"  # fmt: skip
+    weights = m["fingerprint"].get("weights_sha256")
+    model = ", ".join(f"{k}: {v}" for k, v in m.get("model", {}).items()) or "none recorded"
+    rows = {
+        "store": f"{m['entity']} / {m['encoder']} v{m['version']} ({store.format}, {m['dtype']})",
+        "path": str(store.path),
+        "items": f"{m['n']}" + (f" ({len(m['skipped'])} skipped: see --json)" if m.get("skipped") else ""),
+        "dim": str(m["dim"]),
+        "model": model + (f"; weights sha256 {weights[:16]}..." if weights else ""),
+        "settings": settings,
+        "created": f"{m['created']} with fused {m.get('libraries', {}).get('fused', '?')}",
+        "dataset": str(m.get("dataset", "")),
+    }
+    lines = [f"{key:9} {value}" for key, value in rows.items()]
+    return "\n".join([*lines, f"(the whole manifest: fused-cache info {name} --json)"])
 
 
 @cli.command()

@@ -1,7 +1,7 @@
 """What both command-line tools share: turning known errors into one clear line and an exit code.
 
-Exit codes (listed in the README): 0 success; 1 an internal error (a bug: the traceback is kept); 2 a usage error
-(click's, and a misspelt encoder name); 3 a data or store error (bad input files, a missing, damaged or outdated
+Exit codes (listed in docs/guarantees.md): 0 success; 1 an internal error (a bug: the traceback is kept); 2 a usage
+error (click's, and a misspelt encoder name); 3 a data or store error (bad input files, a missing, damaged or outdated
 store, a check that failed) or a file system that refuses a write (read-only, permission denied, full disk, a file name
 too long); 130 interrupted. Kept apart from ``fused_cache/cli.py`` so that ``fused-train`` can use
 it without importing the other tool's commands.

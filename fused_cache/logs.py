@@ -14,6 +14,9 @@ from typing import Any
 import click
 
 LOGGERS = ("fused_cache", "fused_train")
+PROGRESS_LOGGER = "fused.progress"
+"""Progress lines (``fused_cache.progress``): recorded in run.log, never shown by ``-v``, since progress prints them
+itself when stderr is not a terminal."""
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -55,18 +58,26 @@ def add_verbose(group: click.Group) -> Any:
 
 @contextmanager
 def log_to(path: Path) -> Iterator[None]:
-    """Append the project's INFO messages to ``path`` while the block runs (e.g. a run's run.log)."""
+    """Append the project's INFO messages and progress lines to ``path`` while the block runs (e.g. a run's run.log).
+
+    Warnings also go to stderr (without ``-v``): a file handler would otherwise keep them out of Python's last-resort
+    stderr handler."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter(FORMAT))
-    loggers = [logging.getLogger(name) for name in LOGGERS]
+    warnings = _Stderr(logging.WARNING)
+    warnings.setFormatter(logging.Formatter("warning: %(message)s"))
+    loggers = [logging.getLogger(name) for name in (*LOGGERS, PROGRESS_LOGGER)]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.INFO)
         logger.addHandler(handler)
+        if logger.name in LOGGERS and not any(getattr(h, "fused_verbose", False) for h in logger.handlers):
+            logger.addHandler(warnings)
     try:
         yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(handler)
+            logger.removeHandler(warnings)
             logger.setLevel(level)
         handler.close()

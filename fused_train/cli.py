@@ -395,7 +395,7 @@ def make_cli() -> click.Group:
         click.echo(f"{len(folds)} {split} folds over {len(pairs)} pairs: wrote {', '.join(map(str, paths))}")
 
     @cli.command()
-    @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+    @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
     @click.option(
         "--out",
         type=click.Path(path_type=Path),
@@ -412,7 +412,8 @@ def make_cli() -> click.Group:
         help="Also pair model runs of the same split, dataset and seeds with each other.",
     )
     def report(runs: tuple[Path, ...], out: Path, svg: bool, force: bool, compare_models: bool) -> None:
-        """Tables (Markdown, CSV), paired statistics and figures from finished runs (other folders are skipped)."""
+        """Tables (Markdown, CSV), paired statistics, figures and report.html from finished runs (other paths, e.g. a
+        pattern that matched nothing, are skipped with the reason)."""
         from fused_train.report import find_runs, write_report
         from fused_train.runs import unverified_note
 

@@ -11,8 +11,10 @@ fold gives the same result whichever slot, group or machine trains it.
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -20,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fused_cache.progress import progress
+from fused_cache.progress import clock, progress
 from fused_train.data import Inputs
 from fused_train.metrics import mean_row_pcc, weighted_pcc
 from fused_train.models.slots import SlotAdam, SlotModel
@@ -29,6 +31,8 @@ from fused_train.splits import TEST, TRAIN, VAL, Fold
 
 SELECT_BY = ("rmse", "drug-pcc")
 """The validation metrics a fold's epoch can be chosen by."""
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -166,21 +170,32 @@ class Trainer:
         slots = [self._start(net, s, queue.pop(0)) for s in range(n)]
         optimizer = SlotAdam(net, lr=self.config.lr, weight_decay=self.config.weight_decay)
         bar = progress(len(folds), "training", "folds", quiet)
+        start, epochs = time.monotonic(), 0
         while slots:
             scalers = self._stack_scalers(slots)
-            self._train_epoch(net, optimizer, slots, scalers)
-            bar.set_postfix_str(f"epoch {min(s.epoch for s in slots)}-{max(s.epoch for s in slots)} in {len(slots)} "
-                                "slots")  # fmt: skip
+            self._train_epoch(net, optimizer, slots, scalers, bar.tick)
             done = {}
-            for i, (s, pred) in enumerate(zip(slots, self._evaluate(net, scalers, slots), strict=True)):
+            for i, (s, pred) in enumerate(zip(slots, self._evaluate(net, scalers, slots, bar.tick), strict=True)):
                 result = self._end_epoch(s, pred, net, i)
                 if result is not None:
                     done[i] = result
+            epochs += 1
+            bar.set_postfix_str(self._status(slots, len(queue), (time.monotonic() - start) / epochs))
             for result in done.values():
                 yield result
                 bar.update()
             slots = self._refill(net, optimizer, slots, list(done), queue)
         bar.close()
+
+    def _status(self, slots: list[_Slot], queued: int, epoch_seconds: float) -> str:
+        """What the progress line adds to the folds count: the slots' epochs (the epoch just ended), their best
+        validation metric so far, and the time left if every fold ran to the epoch limit (an upper bound)."""
+        cap = self.config.max_epochs
+        best = [math.sqrt(s.best_loss) if self.config.select_by == "rmse" else -s.best_loss for s in slots]
+        left = max(cap - s.epoch for s in slots) + math.ceil(queued / len(slots)) * cap
+        return (f"epoch {min(s.epoch for s in slots) - 1}-{max(s.epoch for s in slots) - 1} in {len(slots)} slots, "
+                f"best val {self.config.select_by} {_span(best)}, at most {clock(left * epoch_seconds)} left (cap "
+                f"{cap} epochs)")  # fmt: skip
 
     def _start(self, net: SlotModel, slot: int, fold: Fold) -> _Slot:
         net.reset_slot(slot, stable_seed(fold.name, "init"))
@@ -235,10 +250,13 @@ class Trainer:
         mu, sd = scalers["drug"]
         return (self.drug[None] - mu[:, None]) / sd[:, None], cells
 
-    def _train_epoch(self, net: SlotModel, optimizer: SlotAdam, slots: list[_Slot], scalers: dict) -> None:
+    def _train_epoch(
+        self, net: SlotModel, optimizer: SlotAdam, slots: list[_Slot], scalers: dict, tick: Callable[[], None]
+    ) -> None:
         """One pass over the grid in tiles of drugs x cell lines, every slot in its own order (drawn from its fold's
         name and epoch). Tiles all have the same shape: the last tile of a row or column is filled up with entities
-        from the start of the order, masked out of the loss, so each grid cell is trained on once per epoch."""
+        from the start of the order, masked out of the loss, so each grid cell is trained on once per epoch.
+        ``tick`` is called after every step (progress lines during long epochs)."""
         (n_drugs, a), (n_cells, c) = self.drug_tiles, self.cell_tiles
         drugs, drug_ok = _padded_orders([rng(s.fold.name, s.epoch, "drugs").permutation(n_drugs) for s in slots], a)
         cells, cell_ok = _padded_orders([rng(s.fold.name, s.epoch).permutation(n_cells) for s in slots], c)
@@ -258,6 +276,7 @@ class Trainer:
             losses.sum().backward()
             optimizer.step()
             losses_sum += losses.detach().cpu().numpy()
+            tick()
         for s, total in zip(slots, losses_sum, strict=True):
             s.train_loss = float(total / n_tiles)
             s.steps += n_tiles
@@ -281,8 +300,11 @@ class Trainer:
         return loss / weight.sum(dim=(1, 2)).clamp(min=1)
 
     @torch.no_grad()
-    def _evaluate(self, net: SlotModel, scalers: dict, slots: list[_Slot]) -> list[np.ndarray]:
-        """Predictions (ln IC50) of each slot on the drug rows and cell columns holding its VAL and TEST cells."""
+    def _evaluate(
+        self, net: SlotModel, scalers: dict, slots: list[_Slot], tick: Callable[[], None]
+    ) -> list[np.ndarray]:
+        """Predictions (ln IC50) of each slot on the drug rows and cell columns holding its VAL and TEST cells;
+        ``tick`` after every tile."""
         net.eval()
         needed = [(s.fold.roles == VAL) | (s.fold.roles == TEST) for s in slots]
         rows = [np.flatnonzero(m.any(axis=1)) for m in needed]
@@ -297,6 +319,7 @@ class Trainer:
             drug, cells = self._inputs(scalers, index)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 parts.append(net(drug, row_index, cells).float())
+            tick()
         sub = torch.cat(parts, dim=2)
         mu, sd = scalers["y"]
         sub = (sub * sd[:, None, None] + mu[:, None, None]).float().cpu().numpy()
@@ -334,6 +357,8 @@ class Trainer:
         s.epoch += 1
         if s.epoch - 1 - s.best_epoch < self.config.patience and s.epoch < self.config.max_epochs:
             return None
+        if s.best_epoch == self.config.max_epochs - 1:
+            log.warning("fold %s: best epoch is the last allowed (%d); raise --epochs", s.fold.name, s.best_epoch)
         return FoldResult(s.fold, s.best_epoch, np.flatnonzero(s.fold.roles == TEST), s.best_pred,
                           pd.DataFrame(s.curve), s.scalers, s.best_state)  # fmt: skip
 
@@ -355,6 +380,12 @@ def _reuse_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     libc.mallopt(m_mmap_threshold, 1 << 30)
     libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+
+
+def _span(values: list[float]) -> str:
+    """'0.412' or '0.398-0.455': the range of a metric over the slots."""
+    low, high = min(values), max(values)
+    return f"{low:.3f}" if f"{low:.3f}" == f"{high:.3f}" else f"{low:.3f}-{high:.3f}"
 
 
 def _padded_orders(orders: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:

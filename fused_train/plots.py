@@ -3,8 +3,12 @@
 - ``learning_curves``: validation metric per epoch, one panel per split (splits measure different things and are
   never drawn on one axis). Splits that choose epochs by per-drug PCC (LODO, pilot-K) show the per-drug validation
   PCC (what LODO is about), the other splits the pooled validation PCC. The curve is the mean over all folds at every
-  epoch: a fold that stopped early keeps its last value, so the mean does not jump when folds drop out.
-- ``predicted_vs_observed``: hexbin of predicted against observed ln IC50, one panel per model run.
+  epoch: a fold that stopped early keeps its last value, so the mean does not jump when folds drop out. A dot marks the
+  median epoch the folds chose (their best validation epoch, whose test predictions are kept); the training loss (mean
+  over folds, standardised ln IC50) is drawn dashed on a second axis, so that a curve still falling at the epoch limit
+  shows.
+- ``predicted_vs_observed``: hexbin of predicted against observed ln IC50, one panel per model run; the axes span
+  the central 99% of values and the title counts the pairs outside them.
 - ``per_entity_vs_baseline``: per-drug PCC of the model against the naive cell-line mean (one point per drug, the
   diagonal drawn, Wilcoxon p-value and wins in the title); per cell line against the drug mean where the split holds
   cell lines out (leave-cell-out, leave-tissue-out).
@@ -93,24 +97,35 @@ def _fold_count(config: dict[str, Any], n_folds: int) -> str:
 
 
 def learning_curves(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Validation metric per epoch, mean over folds, one panel per split."""
+    """Validation metric per epoch, mean over folds, one panel per split; nothing when no run trained by epochs."""
     groups = {s: [r for r in runs if list((r / "curves").glob("*.csv"))] for s, runs in _by_split(run_dirs).items()}
     groups = {s: runs for s, runs in groups.items() if runs}
-    fig, axes = _grid(max(len(groups), 1), width=5.0, height=3.8)
+    if not groups:  # fitted models only: no epochs, no figure
+        return []
+    fig, axes = _grid(len(groups), width=5.0, height=3.8)
     for ax, (split, runs) in zip(axes, groups.items(), strict=False):
         by_drug = split_of(split).selection_metric == "drug-pcc"
         column = "val_drug_pcc" if by_drug else "val_pcc"
+        loss_ax = ax.twinx()
         for run_dir in runs:
             config = config_of(run_dir)
             curves = [pd.read_csv(f) for f in sorted((run_dir / "curves").glob("*.csv"))]
             mean = curve_mean(curves, column)
-            ax.plot(mean.index, mean.to_numpy(), label=f"{label(config)} ({_fold_count(config, len(curves))})")
+            chosen = int(np.median([c["best_epoch"].iloc[0] for c in curves]))
+            (line,) = ax.plot(mean.index, mean.to_numpy(),
+                              label=f"{label(config)} ({_fold_count(config, len(curves))}), median chosen epoch "
+                                    f"{chosen}")  # fmt: skip
+            ax.plot([chosen], [mean.iloc[chosen]], "o", color=line.get_color(), markersize=6, zorder=3)
+            loss = curve_mean(curves, "train_loss")
+            loss_ax.plot(loss.index, loss.to_numpy(), color=line.get_color(), ls="--", lw=0.9, alpha=0.8)
         ax.set_title(split_of(split).title)
         ax.set_xlabel("epoch")
         ax.set_ylabel("per-drug validation PCC" if by_drug else "validation PCC (pooled)")
+        loss_ax.set_ylabel("training loss, dashed (MSE, standardised)")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
-    fig.suptitle("Mean over all folds at each epoch (a fold that stopped early keeps its last value)")
+    fig.suptitle("Mean over all folds at each epoch (a fold that stopped early keeps its last value);\n"
+                 "dot: the median epoch the folds chose; dashed: training loss")  # fmt: skip
     fig.tight_layout()
     return save(fig, out, formats)
 
@@ -133,12 +148,14 @@ def predicted_vs_observed(run_dirs: Sequence[Path], out: Path, formats: Sequence
     for ax, (_, config, frame, model) in zip(axes, runs, strict=False):
         y, p = frame["ln_ic50"].to_numpy(), frame[f"pred_{model}"].to_numpy()
         lo, hi = np.percentile(np.concatenate([y, p]), [0.5, 99.5])
+        outside = int(((y < lo) | (y > hi) | (p < lo) | (p > hi)).sum())
         art = ax.hexbin(y, p, gridsize=45, extent=(lo, hi, lo, hi), bins="log", cmap="viridis", mincnt=1)
         ax.plot([lo, hi], [lo, hi], color="0.3", lw=0.8, ls="--")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
-        ax.set_title(f"{split_of(config['split']).title}\n{label(config)}\nPCC {pcc(y, p):.3f}, {len(y):,} test pairs")
+        ax.set_title(f"{split_of(config['split']).title}\n{label(config)}\nPCC {pcc(y, p):.3f}, {len(y):,} test pairs "
+                     f"({outside:,} outside the axes)")  # fmt: skip
         ax.set_xlabel("observed ln IC50")
         ax.set_ylabel(f"predicted ln IC50 ({model})")
         fig.colorbar(art, ax=ax, label="test pairs per hexagon", shrink=0.8)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from fused_cache.outputs import OutputError
-from fused_train import plots
+from fused_train import html_report, plots
 from fused_train.metrics import pcc, rmse
 from fused_train.models.naive import NAIVE
 from fused_train.runs import RunError, predictions, predictors, summarise_run
@@ -71,7 +71,9 @@ def find_runs(paths: Sequence[Path]) -> tuple[list[Path], dict[Path, str]]:
     """The run directories among ``paths`` (a config.json and at least one finished fold), and why others are not."""
     runs, skipped = [], {}
     for path in paths:
-        if not path.is_dir():
+        if not path.exists():
+            skipped[path] = "no such file or directory"
+        elif not path.is_dir():
             skipped[path] = "not a directory"
         elif not (path / "config.json").is_file():
             skipped[path] = "not a run directory (no config.json)"
@@ -200,6 +202,14 @@ def _paired_row(config: dict[str, Any], model: str, run: str, versus: str, by: s
     }
 
 
+def defined_comparisons(paired: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The paired comparisons over at least one entity, and the others named (e.g. the drug mean in LODO, constant
+    within each drug, so no per-drug PCC is defined): paired.csv keeps every row, the tables a reader sees these."""
+    counts = paired.reindex(columns=["drugs", "cell lines"]).fillna(0).sum(axis=1)
+    empty = paired[counts == 0]
+    return paired[counts > 0], [f"{r['run']} vs {r['versus']}" for _, r in empty.iterrows()]
+
+
 def per_pathway(run_dirs: list[Path]) -> pd.DataFrame:
     """LODO runs by target pathway: per pathway, the drugs, the model's and the cell-line mean's mean per-drug PCC
     (each drug's PCC averaged over seeds; the run's per_drug.csv), their difference and the drugs won. A drug with two
@@ -264,7 +274,9 @@ def write_report(
     run_dirs: list[Path], out_dir: Path, formats: Sequence[str] = ("png",), between_models: bool = False,
     force: bool = False,
 ) -> dict[str, Path]:  # fmt: skip
-    """report.md, report.csv, paired.csv and the figures of ``fused_train.plots`` in ``out_dir``.
+    """report.md, report.csv, paired.csv, per_pathway.csv (LODO runs of an annotated dataset), per_tissue.csv
+    (leave-tissue-out runs), the figures of ``fused_train.plots`` and report.html (all of it on one self-contained
+    page) in ``out_dir``.
 
     Paths that are not finished runs are left out (``find_runs`` says why); RunError when none is. A file in
     ``out_dir`` that an earlier report did not write is replaced only with ``force`` (OutputError otherwise).
@@ -306,26 +318,39 @@ def _write_tables_and_figures(
              "pathways": out_dir / "per_pathway.csv"}  # fmt: skip
     frame.to_csv(paths["csv"], index=False)
     paired.to_csv(paths["paired"], index=False)
-    pathways.to_csv(paths["pathways"], index=False)
+    if len(pathways):
+        pathways.to_csv(paths["pathways"], index=False)
+    else:  # no LODO run, or no annotations: no file rather than an empty one
+        paths.pop("pathways").unlink(missing_ok=True)
     if len(tissues):
         paths["tissues"] = out_dir / "per_tissue.csv"
         tissues.to_csv(paths["tissues"], index=False)
+    shown, undefined = defined_comparisons(paired)
     note = (
-        f"Paired over {{entities}}: Wilcoxon signed-rank p-values over the entities where both PCCs are defined "
-        f"(ties dropped), bootstrap {int(METHOD['level'] * 100)}% percentile intervals from {METHOD['n_resamples']} "
-        f"resamples of the entities (seed {METHOD['seed']}). Details: fused_train/stats.py."
+        "Paired over drugs (cell lines where the split holds cell lines out): Wilcoxon signed-rank p-values over the "
+        f"entities where both PCCs are defined (ties dropped), bootstrap {int(METHOD['level'] * 100)}% percentile "
+        f"intervals from {METHOD['n_resamples']} resamples of the entities (seed {METHOD['seed']}). Details: "
+        "fused_train/stats.py."
+        + (f" Not shown (no entity where both PCCs are defined): {'; '.join(undefined)}." if undefined else "")
     )
     paths["markdown"].write_text(
         frame.drop(columns=["run"]).to_markdown(index=False)
         + "\n\n## Paired comparisons\n\n"
-        + note.format(entities="drugs (cell lines where the split holds cell lines out)")
+        + note
         + "\n\n"
-        + paired.to_markdown(index=False)
+        + shown.to_markdown(index=False)
         + "\n"
         + ("\n## LODO by target pathway\n\n" + pathways.to_markdown(index=False) + "\n" if len(pathways) else "")
         + ("\n## Per held-out TCGA type\n\n" + tissues.to_markdown(index=False) + "\n" if len(tissues) else "")
     )
     for name, draw in FIGURES.items():
-        for path in draw(runs, out_dir / name, formats):
+        written = draw(runs, out_dir / name, formats)
+        for path in written:
             paths[f"{name}.{path.suffix[1:]}"] = path
+        for fmt in formats if not written else ():  # nothing to draw: no figure, nor one of an earlier report
+            (out_dir / f"{name}.{fmt}").unlink(missing_ok=True)
+    sections = {"Results": (frame.drop(columns=["run"]), ""), "Paired comparisons": (shown, note),
+                "LODO by target pathway": (pathways, ""), "Per held-out TCGA type": (tissues, "")}  # fmt: skip
+    figures = [path for path in paths.values() if path.suffix == ".png"]
+    paths["html"] = html_report.write_html(runs, out_dir / "report.html", sections, figures)
     return paths

@@ -59,7 +59,7 @@ class RunError(ValueError):
 
 def selection_metric(split: str) -> str:
     """The validation metric that chooses a fold's epoch when none is given: the split's own (``selection_metric`` of
-    its class in ``fused_train/splits/``, which says why)."""
+    its class in ``fused_train/splits/``, which says why; docs/results.md, "Does the engine train to convergence?")."""
     return split_of(split).selection_metric
 
 

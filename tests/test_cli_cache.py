@@ -28,7 +28,7 @@ def test_build_list_info_export(tmp_path: Path) -> None:
     code, out = run("build", "--encoder", "methylation", "--cache-dir", cache, "--quiet")
     assert "up to date" in out
     assert "methylation" in run("list", "--cache-dir", cache)[1]
-    assert json.loads(run("info", "methylation", "--cache-dir", cache)[1])["n"] == 561
+    assert json.loads(run("info", "methylation", "--json", "--cache-dir", cache)[1])["n"] == 561
 
     run("export", "methylation", "--to", str(tmp_path / "m.parquet"), "--cache-dir", cache)
     frame = pd.read_parquet(tmp_path / "m.parquet")
@@ -40,6 +40,18 @@ def test_build_list_info_export(tmp_path: Path) -> None:
     adata = anndata.read_h5ad(tmp_path / "m.h5ad")
     np.testing.assert_array_equal(adata.obsm["X_methylation"], frame.to_numpy())
     assert list(adata.obs_names) == list(frame.index)
+
+
+def test_info_summarises_a_store_and_list_has_a_header(tmp_path: Path) -> None:
+    cache = str(tmp_path / "cache")
+    run("build", "--encoder", "methylation", "--cache-dir", cache, "--quiet")
+    lines = run("info", "methylation", "--cache-dir", cache)[1].splitlines()
+    assert lines[0].startswith("store     cell / methylation v")
+    assert "items     561" in lines and "dim       808" in lines
+    assert lines[-1] == "(the whole manifest: fused-cache info methylation --json)"
+    header, row = run("list", "--cache-dir", cache)[1].splitlines()
+    assert header.split()[:5] == ["ENTITY", "ENCODER", "VERSION", "ITEMS", "DIM"] and row.split()[3:5] == ["561", "808"]
+    assert run("list", "--cache-dir", str(tmp_path / "empty"))[1] == f"no stores under {tmp_path / 'empty'}\n"
 
 
 def test_verify_exit_code_names_corrupt_store(tmp_path: Path) -> None:

@@ -61,11 +61,12 @@ def test_report_tables_figures_and_folders_that_are_not_runs(lodo_run: Path, tmp
     (tmp_path / "grid.csv").write_text("lr\n")  # what `runs/*` also matches
     out = tmp_path / "report"
     args = ["report", str(lodo_run), str(tmp_path / "not-a-run"), str(tmp_path / "grid.csv"), "--out", str(out),
-            "--svg", "--compare-models"]  # fmt: skip
+            "--svg", "--compare-models", str(tmp_path / "deepcdr-*")]  # fmt: skip
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0
     assert "not-a-run: not a run directory (no config.json)" in result.stderr
     assert "grid.csv: not a directory" in result.stderr
+    assert "deepcdr-*: no such file or directory" in result.stderr  # a shell pattern that matched no run
     report = pd.read_csv(out / "report.csv")
     model = report[report["predictor"] == "fused"].iloc[0]
     assert model["drugs won"].endswith("/6") and model["PCC 95% CI"].startswith("[")
@@ -129,3 +130,21 @@ def test_two_runs_that_differ_only_in_options_are_told_apart_by_their_directorie
     between = table[~table["versus"].str.startswith("naive")]
     assert list(between[["run", "versus"]].iloc[0]) == ["neighbours-k2", "neighbours-k3"]
     assert set(table["run"]) == {"neighbours-k2", "neighbours-k3"}
+
+
+def test_a_report_has_no_empty_rows_nor_empty_files(lodo_run: Path, trained_on: tuple[str, Path],
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    from fused_train.report import write_report
+
+    paths = write_report([lodo_run], tmp_path / "lodo")
+    markdown = paths["markdown"].read_text()
+    shown = markdown[markdown.index("## Paired comparisons") : markdown.index("## LODO by target pathway")]
+    assert "naive: cell-mean" in shown and "| naive: drug-mean" not in shown  # the drug mean ranks no drug in LODO
+    assert "Not shown (no entity where both PCCs are defined): fused · morgan" in shown
+    assert "vs naive: drug-mean" in shown
+    assert len(pd.read_csv(paths["pathways"])) > 0
+    dataset, cache = trained_on
+    drug_known = tmp_path / "fused-drug-known"
+    train(tiny_spec(dataset, split="drug-known", epochs=2), drug_known, cache_dir=cache, quiet=True)
+    paths = write_report([drug_known], tmp_path / "drug-known")
+    assert "pathways" not in paths and not (tmp_path / "drug-known" / "per_pathway.csv").exists()

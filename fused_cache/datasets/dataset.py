@@ -104,7 +104,7 @@ class Dataset:
         name: str | None = None,
         source: Path | None = None,
     ) -> Dataset:
-        """Load a user dataset from CSV or Parquet files (format in the README, "Bring your own data").
+        """Load a user dataset from CSV or Parquet files (format in docs/data.md, "Bring your own data").
 
         ``pairs`` needs drug_id, cell_id, ln_ic50; ``drugs`` needs drug_id, smiles (optional: targets, target_pathway,
         ';'-separated); each omics file has cell_id as its first column and one column per feature. ``cells`` is
