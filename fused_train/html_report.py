@@ -22,6 +22,7 @@ import pandas as pd
 from fused_train import plots
 from fused_train.models.naive import NAIVE
 from fused_train.runs import predictions, predictors
+from fused_train.splits import split_of
 from fused_train.stats import entity_pcc
 
 STYLE = """
@@ -108,7 +109,7 @@ def entity_comparison(run_dir: Path) -> str | None:
     models = [n for n in predictors(frame) if n not in NAIVE]
     if not models:
         return None
-    by = plots.entity_of(config["split"])
+    by = split_of(config["split"]).entity
     reference = plots.BASELINE[by]
     both = pd.concat(
         [entity_pcc(frame, by, f"pred_{models[0]}"), entity_pcc(frame, by, f"pred_{reference}")],
@@ -124,7 +125,7 @@ def entity_comparison(run_dir: Path) -> str | None:
         )
         for i, row in both.iterrows()
     ]
-    title = f"{plots.SPLIT_TITLES.get(config['split'], config['split'])}: {plots.label(config)}"
+    title = f"{split_of(config['split']).title}: {plots.label(config)}"
     unit = "drug" if by == "drug_id" else "cell-line"
     return scatter_svg(points, title, f"per-{unit} PCC, naive {reference}", f"per-{unit} PCC, {models[0]}")
 
