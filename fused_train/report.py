@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fused_train import plots
+from fused_train import choices, plots
 from fused_train.models.naive import NAIVE
 from fused_train.runs import RunError, predictions, summarise_run
 from fused_train.splits import drug_blind
@@ -217,7 +217,8 @@ def per_pathway(run_dirs: list[Path]) -> pd.DataFrame:
 def write_report(
     run_dirs: list[Path], out_dir: Path, formats: Sequence[str] = ("png",), between_models: bool = False
 ) -> dict[str, Path]:
-    """report.md, report.csv, paired.csv and the figures of ``fused_train.plots`` in ``out_dir``.
+    """report.md, report.csv, paired.csv, choices_summary.csv (``fused_train.choices``) and the figures of
+    ``fused_train.plots`` in ``out_dir``.
 
     Paths that are not finished runs are left out (``find_runs`` says why); RunError when none is.
     """
@@ -232,6 +233,7 @@ def write_report(
     frame.to_csv(paths["csv"], index=False)
     paired.to_csv(paths["paired"], index=False)
     pathways.to_csv(paths["pathways"], index=False)
+    paths["choices"], edges = choices.write_summary(runs, out_dir)
     note = (
         f"Paired over {{entities}}: Wilcoxon signed-rank p-values over the entities where both PCCs are defined "
         f"(ties dropped), bootstrap {int(METHOD['level'] * 100)}% percentile intervals from {METHOD['n_resamples']} "
@@ -245,6 +247,7 @@ def write_report(
         + paired.to_markdown(index=False)
         + "\n"
         + ("\n## LODO by target pathway\n\n" + pathways.to_markdown(index=False) + "\n" if len(pathways) else "")
+        + edges
     )
     for name, draw in FIGURES.items():
         for path in draw(runs, out_dir / name, formats):
