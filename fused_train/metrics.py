@@ -3,6 +3,12 @@
 Pooled metrics treat every test pair alike. Per-drug (or per-cell-line) metrics ask the question LODO is about: does
 the model rank the cell lines correctly for one drug? A predictor that is constant within an entity (a drug mean for a
 held-out drug) has no per-entity PCC: it is reported as undefined, and the count of such entities is given.
+
+Per-drug metrics come with per-screen metrics beside them (``per_screen_*``): a screen is a drug's rows of one GDSC
+drug id (``screens``). 15 compounds of the bundled data were screened twice under two GDSC ids (another assay and
+concentration range); a per-drug PCC pools both screens' rows, so it also scores the gap between the two screens'
+levels, which a predictor that gives one value per drug and cell line cannot follow. Per screen, each screen is scored
+on its own rows, for every predictor alike; for every other drug the two are equal.
 """
 
 from __future__ import annotations
@@ -57,21 +63,42 @@ def entity_table(frame: pd.DataFrame, by: str, names: list[str], truth: str = "l
     return pd.DataFrame(rows, columns=[by, "predictor", "seed", "n_pairs", "pcc", "spearman", "rmse"])
 
 
+SCREEN = "screen_id"
+"""The column ``screens`` fills: a drug's rows of one GDSC drug id."""
+
+
+def screens(frame: pd.DataFrame) -> pd.Series:
+    """Each pair's screen: ``<drug_id>/<gdsc_drug_id>``, or the drug_id where pairs carry no GDSC id."""
+    drug = frame["drug_id"].astype(str)
+    if "gdsc_drug_id" not in frame:
+        return drug.rename(SCREEN)
+    known = frame["gdsc_drug_id"].notna()
+    gdsc = frame["gdsc_drug_id"].astype("Int64").astype(str)
+    return drug.where(~known, drug + "/" + gdsc).rename(SCREEN)
+
+
 def summarise(frame: pd.DataFrame, pred: str, by: str | None, truth: str = "ln_ic50") -> dict[str, float]:
-    """Pooled PCC, RMSE, Spearman, and the mean and sd of per-entity PCC and RMSE over entities ``by``."""
+    """Pooled PCC, RMSE, Spearman, and the mean and sd of per-entity PCC and RMSE over entities ``by`` (for drugs,
+    also over screens: ``screens``)."""
     y, p = frame[truth].to_numpy(), frame[pred].to_numpy()
     out = {"n_pairs": float(len(frame)), "pcc": pcc(y, p), "rmse": rmse(y, p), "spearman": spearman(y, p)}
     if by is not None:
-        table = per_entity(frame, by, pred, truth)
-        defined = table["pcc"].dropna()
-        out |= {
-            f"{_short(by)}_pcc_mean": float(defined.mean()) if len(defined) else float("nan"),
-            f"{_short(by)}_pcc_sd": float(defined.std(ddof=1)) if len(defined) > 1 else float("nan"),
-            f"{_short(by)}_pcc_undefined": float(table["pcc"].isna().sum()),
-            f"{_short(by)}_rmse_mean": float(table["rmse"].mean()),
-            f"{_short(by)}_rmse_sd": float(table["rmse"].std(ddof=1)) if len(table) > 1 else float("nan"),
-        }
+        out |= _entity_summary(frame, by, pred, truth)
+    if by == "drug_id":
+        out |= _entity_summary(frame.assign(**{SCREEN: screens(frame)}), SCREEN, pred, truth)
     return out
+
+
+def _entity_summary(frame: pd.DataFrame, by: str, pred: str, truth: str) -> dict[str, float]:
+    table = per_entity(frame, by, pred, truth)
+    defined = table["pcc"].dropna()
+    return {
+        f"{_short(by)}_pcc_mean": float(defined.mean()) if len(defined) else float("nan"),
+        f"{_short(by)}_pcc_sd": float(defined.std(ddof=1)) if len(defined) > 1 else float("nan"),
+        f"{_short(by)}_pcc_undefined": float(table["pcc"].isna().sum()),
+        f"{_short(by)}_rmse_mean": float(table["rmse"].mean()),
+        f"{_short(by)}_rmse_sd": float(table["rmse"].std(ddof=1)) if len(table) > 1 else float("nan"),
+    }
 
 
 def weighted_pcc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
@@ -95,4 +122,4 @@ def mean_row_pcc(w: np.ndarray, y: np.ndarray, p: np.ndarray) -> float:
 
 
 def _short(by: str) -> str:
-    return {"drug_id": "per_drug", "cell_id": "per_cell"}.get(by, by)
+    return {"drug_id": "per_drug", "cell_id": "per_cell", SCREEN: "per_screen"}.get(by, by)

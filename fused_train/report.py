@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from fused_cache.outputs import OutputError
-from fused_train import html_report, plots
+from fused_train import choices, html_report, plots
 from fused_train.metrics import pcc, rmse
 from fused_train.models.naive import NAIVE
 from fused_train.runs import RunError, predictions, predictors, summarise_run
@@ -275,8 +275,8 @@ def write_report(
     force: bool = False,
 ) -> dict[str, Path]:  # fmt: skip
     """report.md, report.csv, paired.csv, per_pathway.csv (LODO runs of an annotated dataset), per_tissue.csv
-    (leave-tissue-out runs), the figures of ``fused_train.plots`` and report.html (all of it on one self-contained
-    page) in ``out_dir``.
+    (leave-tissue-out runs), choices_summary.csv (``fused_train.choices``), the figures of ``fused_train.plots`` and
+    report.html (all of it on one self-contained page) in ``out_dir``.
 
     Paths that are not finished runs are left out (``find_runs`` says why); RunError when none is. A file in
     ``out_dir`` that an earlier report did not write is replaced only with ``force`` (OutputError otherwise).
@@ -325,6 +325,7 @@ def _write_tables_and_figures(
     if len(tissues):
         paths["tissues"] = out_dir / "per_tissue.csv"
         tissues.to_csv(paths["tissues"], index=False)
+    paths["choices"], edges = choices.write_summary(runs, out_dir)
     shown, undefined = defined_comparisons(paired)
     note = (
         "Paired over drugs (cell lines where the split holds cell lines out): Wilcoxon signed-rank p-values over the "
@@ -342,6 +343,7 @@ def _write_tables_and_figures(
         + "\n"
         + ("\n## LODO by target pathway\n\n" + pathways.to_markdown(index=False) + "\n" if len(pathways) else "")
         + ("\n## Per held-out TCGA type\n\n" + tissues.to_markdown(index=False) + "\n" if len(tissues) else "")
+        + edges
     )
     for name, draw in FIGURES.items():
         written = draw(runs, out_dir / name, formats)

@@ -39,3 +39,27 @@ def test_metrics_match_scipy() -> None:
     assert table["pcc"].tolist() == pytest.approx([stats.pearsonr(y[:100], p[:100]).statistic,
                                                    stats.pearsonr(y[100:], p[100:]).statistic])  # fmt: skip
     assert np.isnan(metrics.pcc(y, np.ones_like(y)))  # constant predictions have no correlation
+
+
+def test_a_compound_screened_twice_is_two_screens_per_screen_and_one_drug_per_drug() -> None:
+    """Drug "1" was screened under GDSC ids 10 and 11 at two levels; the prediction follows the lines, not the level.
+    Per drug, one PCC over both screens' rows; per screen, each screen's own PCC (drug "2" is one screen)."""
+    rng = np.random.default_rng(0)
+    lines = rng.normal(size=8)
+    frame = pd.DataFrame({
+        "drug_id": ["1"] * 16 + ["2"] * 8,
+        "gdsc_drug_id": [10] * 8 + [11] * 8 + [20] * 8,
+        "ln_ic50": np.concatenate([lines, 3 + lines + rng.normal(scale=0.5, size=8), -lines]),
+        "pred": np.concatenate([lines, lines, -lines + rng.normal(scale=0.5, size=8)]),
+    })  # fmt: skip
+    assert sorted(metrics.screens(frame).unique()) == ["1/10", "1/11", "2/20"]
+    out = metrics.summarise(frame, "pred", "drug_id")
+    drug_1, drug_2 = (frame[frame["drug_id"] == d] for d in ("1", "2"))
+    screen_11 = drug_1[drug_1["gdsc_drug_id"] == 11]
+    by_drug = [metrics.pcc(g["ln_ic50"], g["pred"]) for g in (drug_1, drug_2)]
+    by_screen = [1.0, metrics.pcc(screen_11["ln_ic50"], screen_11["pred"]), by_drug[1]]
+    assert out["per_drug_pcc_mean"] == pytest.approx(np.mean(by_drug))
+    assert out["per_screen_pcc_mean"] == pytest.approx(np.mean(by_screen))
+    assert out["per_screen_pcc_mean"] > out["per_drug_pcc_mean"]
+    without_ids = metrics.summarise(frame.drop(columns="gdsc_drug_id"), "pred", "drug_id")
+    assert without_ids["per_screen_pcc_mean"] == pytest.approx(out["per_drug_pcc_mean"])

@@ -47,7 +47,9 @@ from fused_train.splits import PILOT, TEST, TRAIN, VAL, Fold
 
 @dataclass(frozen=True)
 class MatchingOptions:
-    matches: tuple[int, ...] = option((5, 10, 20, 40), "Candidate numbers of matched drugs; chosen on validation.")
+    matches: tuple[int, ...] = option(
+        (5, 10, 20, 40, 80, 160), "Candidate numbers of matched drugs; chosen on validation."
+    )
     weights: tuple[float, ...] = option(
         (0.0, 0.25, 0.5, 0.75, 1.0, 1.5), "Candidate weights of each residual profile; chosen on validation."
     )
