@@ -274,6 +274,35 @@ def make_cli() -> click.Group:
         click.echo((out / "card.md").read_text())
         click.echo(f"saved {out}")
 
+    @cli.command(name="cross-study")
+    @_spec_options
+    @click.option(
+        "--test-dataset",
+        required=True,
+        help="The dataset to predict (--dataset is the one trained on): "
+        "its drugs and cell lines shared with the training data, by PubChem CID and DepMap id.",
+    )
+    @click.option("--lr", type=float, default=_TRAIN.lr, show_default=True, help="Adam learning rate.")
+    @with_options(run_options)
+    @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+                  help="Folder for the fitted model, predictions, metrics and unmatched.csv.")  # fmt: skip
+    def cross_study(test_dataset: str, lr: float, out: Path, **kw: Any) -> None:
+        """Fit on --dataset, predict --test-dataset where they share drugs and cell lines, score beside the naive
+        predictors fitted on --dataset (per drug and per cell line)."""
+        from fused_train.cross_study import cross_study as evaluate
+
+        given = {name: kw.pop(name) for name in option_names}
+        spec = _spec({**kw, "split": "fit"}, lr, {k: v for k, v in given.items() if v is not None})
+        execution = Execution(slots=kw["slots"], device=_device(kw["device"]))
+        metrics = evaluate(spec, test_dataset, out, kw["cache_dir"], execution, kw["quiet"])
+        summary = json.loads((out / "cross_study.json").read_text())
+        click.echo(f"{summary['matched pairs']} of {summary['test pairs']} test pairs matched "
+                   f"({summary['matched drugs']} drugs, {summary['matched cell lines']} cell lines); unmatched: "
+                   f"{summary['unmatched']['drug']} drugs, {summary['unmatched']['cell']} cell lines "
+                   f"(listed in {out / 'unmatched.csv'})")  # fmt: skip
+        columns = ["predictor", "n_pairs", "pcc", "rmse", "per_drug_pcc_mean", "per_cell_pcc_mean"]
+        click.echo(metrics[columns].round(3).to_string(index=False))
+
     @cli.command()
     @click.option(
         "--model",
