@@ -213,16 +213,20 @@ def critical_difference(run_dirs: Sequence[Path], out: Path, formats: Sequence[s
     """Critical-difference diagram of every predictor of a split over its entities (Friedman + Nemenyi)."""
     import scikit_posthocs
 
-    panels = [(split, ranking(table)) for split, runs in _by_split(run_dirs).items()
-              if len((table := entity_pccs(runs)).dropna()) >= 2]  # fmt: skip
-    fig, axes = plt.subplots(max(len(panels), 1), 1, figsize=(8, 2.4 * max(len(panels), 1)), squeeze=False)
+    results = {split: ranking(entity_pccs(runs)) for split, runs in _by_split(run_dirs).items()}
+    panels = [(split, result) for split, result in results.items() if result is not None]
+    fig, axes = plt.subplots(max(len(panels), 1), 1, figsize=(8, 2.6 * max(len(panels), 1)), squeeze=False)
+    if not panels:
+        axes[0, 0].set_axis_off()
+        axes[0, 0].text(0.5, 0.5, "no split with 3 predictors defined on 2 common entities", ha="center")
     for ax, (split, result) in zip(axes[:, 0], panels, strict=False):
         scikit_posthocs.critical_difference_diagram(result.mean_ranks, result.nemenyi, ax=ax)
         unit, plural = ("cell-line", "cell lines") if split == "cell-out" else ("drug", "drugs")
         left_out = f", {result.undefined} with an undefined PCC left out" if result.undefined else ""
+        constant = f"; not ranked (PCC undefined): {', '.join(result.left_out)}" if result.left_out else ""
         ax.set_title(f"{SPLIT_TITLES[split]}: mean rank of per-{unit} PCC over {result.entities} {plural}{left_out}"
                      f"\nFriedman p = {result.friedman_p:.2g}; bars join predictors the Nemenyi test does not "
-                     "separate (p > 0.05)")  # fmt: skip
+                     f"separate (p > 0.05){constant}", fontsize=8)  # fmt: skip
     fig.tight_layout()
     return save(fig, out, formats)
 

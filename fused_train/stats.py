@@ -13,7 +13,8 @@ they are compared *paired*, entity by entity:
 - ``holm(p)``: Holm's step-down correction of a family of p-values (the report's paired table is one family).
 - ``ranking(pcc)``: many predictors over the same entities, as DrEval ranks them: the Friedman test over entities and
   the Nemenyi post-hoc test of every two predictors (``scikit_posthocs.posthoc_nemenyi_friedman``) on the entities
-  where every predictor's PCC is defined, with each predictor's mean rank (1 = the highest PCC).
+  where every predictor's PCC is defined, with each predictor's mean rank (1 = the highest PCC). A predictor without
+  any defined PCC (the global and drug means per drug: constant within a drug) is left out and named.
 - ``intervals(frame, by, pred)``: percentile bootstrap intervals of the pooled PCC and the mean per-entity PCC,
   resampling entities (all pairs of an entity go together) with replacement.
 
@@ -151,18 +152,24 @@ class Ranking:
     entities: int
     undefined: int
     """Entities left out because some predictor's PCC is undefined there."""
+    left_out: list[str]
+    """Predictors without a defined PCC on any entity."""
 
 
-def ranking(pcc: pd.DataFrame) -> Ranking:
-    """``pcc``: entities x predictors (at least 3 predictors). Ties share their mean rank."""
+def ranking(pcc: pd.DataFrame) -> Ranking | None:
+    """``pcc``: entities x predictors; None unless at least 3 predictors have a PCC on at least 2 common entities.
+    Ties share their mean rank."""
     import scikit_posthocs
 
-    complete = pcc.dropna()
+    left_out = [c for c in pcc.columns if pcc[c].isna().all()]
+    complete = pcc.drop(columns=left_out).dropna()
+    if complete.shape[1] < 3 or len(complete) < 2:
+        return None
     ranks = complete.rank(axis=1, ascending=False).mean().sort_values()
     friedman = stats.friedmanchisquare(*complete.to_numpy().T).pvalue
     nemenyi = scikit_posthocs.posthoc_nemenyi_friedman(complete.to_numpy())
     nemenyi.index = nemenyi.columns = complete.columns
-    return Ranking(ranks, float(friedman), nemenyi, len(complete), len(pcc) - len(complete))
+    return Ranking(ranks, float(friedman), nemenyi, len(complete), len(pcc) - len(complete), left_out)
 
 
 def intervals(

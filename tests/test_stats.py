@@ -113,8 +113,10 @@ def test_ranking_is_friedman_and_nemenyi_over_complete_entities() -> None:
     pcc = pd.DataFrame({"good": rng.uniform(0.6, 0.8, 40), "middle": rng.uniform(0.4, 0.7, 40),
                         "bad": rng.uniform(0.0, 0.5, 40)})  # fmt: skip
     pcc.loc[3, "middle"] = np.nan  # an undefined PCC leaves its entity out of every predictor's ranks
+    pcc["constant"] = np.nan  # a predictor without any defined PCC is left out and named
     result = fstats.ranking(pcc)
-    complete = pcc.drop(index=3)
+    assert result.left_out == ["constant"] and fstats.ranking(pcc[["good", "bad", "constant"]]) is None
+    complete = pcc.drop(index=3, columns="constant")
     assert result.entities == 39 and result.undefined == 1
     assert list(result.mean_ranks.index) == ["good", "middle", "bad"] and result.mean_ranks["good"] < 1.5
     assert result.mean_ranks.mean() == pytest.approx(2.0)  # ranks 1..3 on every entity
