@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from helpers import subset, write_drevalpy
+from helpers import subset, write_dataset, write_drevalpy
 
 from fused_cache import datasets
 from fused_cache.cli import cli as cache_cli
@@ -64,10 +65,10 @@ def test_rows_without_the_measure_or_smiles_are_left_out_and_said(
 ) -> None:
     small, folder = gdsc2
     response = pd.read_csv(folder / "GDSC2.csv", dtype=str)
-    response.loc[:2, "AUC"] = ""
-    response.to_csv(folder / "GDSC2.csv", index=False)
     smiles = pd.read_csv(folder / "drug_smiles.csv", dtype=str)
     dropped = smiles["pubchem_id"].iloc[0]
+    response.loc[response.index[response["pubchem_id"] != dropped][:3], "AUC"] = ""  # 3 rows of drugs with SMILES
+    response.to_csv(folder / "GDSC2.csv", index=False)
     smiles.iloc[1:].to_csv(folder / "drug_smiles.csv", index=False)
     with caplog.at_level(logging.WARNING):
         ds = datasets.load(f"drevalpy:{folder}", response="AUC")
@@ -75,6 +76,16 @@ def test_rows_without_the_measure_or_smiles_are_left_out_and_said(
     assert "1 drugs have no SMILES in drug_smiles.csv" in caplog.text and dropped in caplog.text
     kept = (response["AUC"] != "") & (response["pubchem_id"] != dropped)
     assert len(ds.pairs) == kept.sum() and dropped not in set(ds.drugs["drug_id"])
+    ln_ic50 = datasets.load(f"drevalpy:{folder}")  # the same drugs and cell lines, so the same stores, either way
+    assert ln_ic50.drugs.equals(ds.drugs) and ln_ic50.cells.equals(ds.cells) and len(ln_ic50.pairs) > len(ds.pairs)
+
+
+def test_response_chooses_a_column_of_our_own_format(small: Dataset, tmp_path: Path) -> None:
+    pairs = small.pairs.assign(auc=np.linspace(0.1, 0.9, len(small.pairs)))
+    folder = write_dataset(replace(small, pairs=pairs), tmp_path / "mine")
+    np.testing.assert_allclose(datasets.load(str(folder), response="auc").pairs["ln_ic50"], pairs["auc"])
+    with pytest.raises(DatasetError, match=r"has no response column 'pEC50'; its columns are \['drug_id'"):
+        datasets.load(str(folder), response="pEC50")
 
 
 def test_a_dataset_without_smiles_is_refused(gdsc2: tuple[Dataset, Path]) -> None:

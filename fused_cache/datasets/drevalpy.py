@@ -53,11 +53,8 @@ def load_drevalpy(folder: Path, response: str) -> Dataset:
         measures = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
         raise DatasetError(f"{path} has no measure {column!r} (--response {response}); its measures: {measures}")
     frame["pubchem_id"] = frame["pubchem_id"].str.replace(",", "")
-    unmeasured = frame[column].isna()
-    if unmeasured.any():
-        log.warning("%s: %d of %d rows have no %s and are left out (as drevalpy does)", path, int(unmeasured.sum()),
-                    len(frame), column)  # fmt: skip
-    frame = frame[~unmeasured]
+    # drugs and cell lines come from every row, whatever the measure, so that one build of the stores serves every
+    # --response; the pairs are the rows with the measure and a drug with SMILES
     drugs = _drugs(folder, frame["pubchem_id"].unique())
     no_smiles = ~frame["pubchem_id"].isin(drugs["drug_id"])
     if no_smiles.any():
@@ -66,15 +63,20 @@ def load_drevalpy(folder: Path, response: str) -> Dataset:
         log.warning("%s: %d drugs have no SMILES in drug_smiles.csv; their %d rows are left out: %s", folder,
                     len(missing), int(no_smiles.sum()), shown)  # fmt: skip
     frame = frame[~no_smiles]
+    cells = _cells(folder, frame)
+    unmeasured = frame[column].isna()
+    if unmeasured.any():
+        log.warning("%s: %d of %d rows have no %s and are left out (as drevalpy does)", path, int(unmeasured.sum()),
+                    len(frame), column)  # fmt: skip
+    frame = frame[~unmeasured]
     if frame.empty:
         raise DatasetError(f"{path}: no row has both a {column} value and a drug with SMILES")
     pairs = pd.DataFrame({"drug_id": frame["pubchem_id"], "cell_id": frame["cell_line_name"],
                           "ln_ic50": frame[column].astype(float)}).reset_index(drop=True)  # fmt: skip
-    cells = _cells(folder, frame)
     omics = {ours: _view(folder / f"{view}.csv", ours, cells["cell_id"]) for view, ours in VIEWS.items()
              if (folder / f"{view}.csv").is_file()}  # fmt: skip
-    drugs = drugs[drugs["drug_id"].isin(pairs["drug_id"])].reset_index(drop=True)
-    return Dataset(name, drugs, cells, pairs, {m: x for m, x in omics.items() if len(x)}, folder.resolve(), response)
+    return Dataset(name, drugs.reset_index(drop=True), cells, pairs, {m: x for m, x in omics.items() if len(x)},
+                   folder.resolve(), response)  # fmt: skip
 
 
 def _drugs(folder: Path, ids: np.ndarray) -> pd.DataFrame:
