@@ -56,6 +56,8 @@ def test_response_chooses_the_measure(gdsc2: tuple[Dataset, Path]) -> None:
         DatasetError, match=r"no measure 'pEC50' \(--response pEC50\); its measures: \['LN_IC50', 'AUC'\]"
     ):
         datasets.load(f"drevalpy:{folder}", response="pEC50")
+    with pytest.raises(DatasetError, match="column 'tissue' holds text, not a measure"):
+        datasets.load(f"drevalpy:{folder}", response="tissue")
     with pytest.raises(DatasetError, match="gdsc-deepcdr has no response 'AUC'; its only measure is 'ln_ic50'"):
         datasets.load("gdsc-deepcdr", response="AUC")
 

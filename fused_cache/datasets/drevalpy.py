@@ -49,9 +49,10 @@ def load_drevalpy(folder: Path, response: str) -> Dataset:
         if column not in frame.columns:
             raise DatasetError(f"{path} has no {column!r} column; its columns are {list(frame.columns)}")
     column = MEASURES.get(response, response)
-    if column not in frame.columns:
-        measures = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
-        raise DatasetError(f"{path} has no measure {column!r} (--response {response}); its measures: {measures}")
+    measures = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+    if column not in measures:
+        what = f"column {column!r} holds text, not a measure" if column in frame.columns else f"no measure {column!r}"
+        raise DatasetError(f"{path}: {what} (--response {response}); its measures: {measures}")
     frame["pubchem_id"] = frame["pubchem_id"].str.replace(",", "")
     # drugs and cell lines come from every row, whatever the measure, so that one build of the stores serves every
     # --response; the pairs are the rows with the measure and a drug with SMILES
