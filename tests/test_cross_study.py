@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from helpers import tiny_spec, write_drevalpy
 
 from fused_cache import datasets
 from fused_cache.datasets import Dataset
+from fused_train.cli import cli
 from fused_train.cross_study import cross_study
 from fused_train.runs import RunError
 
@@ -39,8 +41,15 @@ def test_cross_study_scores_the_shared_pairs_beside_naive_predictors_of_the_trai
     dataset, cache = trained_on
     test_name, screen = other_screen
     train = datasets.load(dataset)
-    metrics = cross_study(tiny_spec(dataset, split="fit"), test_name, tmp_path / "cs", cache, quiet=True)
     out = tmp_path / "cs"
+    args = ["cross-study", "--dataset", dataset, "--test-dataset", test_name, "--cache-dir", str(cache),
+            "--drug-encoder", "morgan", "--omics", "methylation", "--epochs", "3", "--cells-per-step", "16",
+            "--precision", "fp32", "--width", "16", "--heads", "2", "--proj", "8", "--hidden", "16,8", "--quiet",
+            "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "test pairs matched (5 drugs, " in result.output and "unmatched: 5 drugs, 20 cell lines" in result.output
+    metrics = pd.read_csv(out / "metrics.csv")
     shared = screen.pairs[screen.pairs["drug_id"].isin(train.drugs["drug_id"])
                           & screen.pairs["cell_id"].isin(train.cells["cell_id"])]  # fmt: skip
     predictions = pd.read_parquet(out / "predictions.parquet")
