@@ -287,7 +287,7 @@ def verify(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
 def export(encoder: str, folder: Path | None, target: str, force: bool, dataset: str, cache_dir: Path | None) -> None:
     """Export ENCODER's store: CSV, Parquet, .npy (+ .ids.txt), AnnData .h5ad, or drevalpy's feature files in FOLDER
     (a drevalpy <data_path>/<dataset_name> directory), once it verifies and was built from the dataset's current
-    items."""
+    items. A complete drevalpy dataset (responses, gene lists, fingerprints, our folds): fused-train drevalpy."""
     from fused_cache.export import export as write
 
     if target == "drevalpy":

@@ -19,6 +19,7 @@ from typing import NoReturn
 
 import click
 
+from fused_cache.datasets import DEFAULT_RESPONSE
 from fused_cache.encoders.registry import ENCODERS
 from fused_cache.stores import StoreNotFound
 
@@ -36,9 +37,17 @@ dataset_option = click.option(
     "--dataset",
     default="gdsc-deepcdr",
     show_default=True,
-    help="gdsc-deepcdr, gdsc-deepcdr-approx or a data directory.",
+    help="gdsc-deepcdr, gdsc-deepcdr-approx, a data directory, or drevalpy:DIR/NAME (a drevalpy dataset folder).",
 )
 """``--dataset``, as every command of both tools takes it."""
+
+response_option = click.option(
+    "--response",
+    default=DEFAULT_RESPONSE,
+    show_default=True,
+    help="The measure to learn: a column of the pairs (drevalpy: of <NAME>.csv, e.g. AUC, pEC50; ln_ic50 = LN_IC50).",
+)
+"""``--response``, beside ``--dataset`` where a command learns from the dataset's labels."""
 
 cache_dir_option = click.option(
     "--cache-dir",

@@ -150,10 +150,7 @@ def to_drevalpy(
         features = frame.rename_axis("pubchem_id").reset_index()
         written = [folder / f"drug_{manifest['encoder']}_embeddings.csv", folder / "drug_names.csv"]
     else:
-        names = meta.reset_index().rename(columns={"cell_id": "depmap_id", "tcga_type": "tissue"})
-        unique = (names["cell_name"] != "") & ~names["cell_name"].duplicated(keep=False)
-        names.insert(0, "cell_line_name", names["cell_name"].where(unique, names["depmap_id"]))
-        names = names.drop(columns="cell_name")
+        names = drevalpy_cells(frame.index.to_numpy(), dataset)
         features = frame.set_axis(names["cell_line_name"].to_numpy()).rename_axis("cell_line_name").reset_index()
         written = [folder / f"{view}.csv", folder / "cell_line_names.csv"]
     try:
@@ -166,6 +163,18 @@ def to_drevalpy(
     with atomic_path(written[1]) as tmp:
         names.to_csv(tmp, index=False)
     return written
+
+
+def drevalpy_cells(ids: np.ndarray, dataset: Dataset | None) -> pd.DataFrame:
+    """``cell_line_name``, ``depmap_id`` (our cell id) and ``tissue`` (TCGA type) of each cell line, as drevalpy's
+    ``cell_line_names.csv`` has them: the name where it is unique among all the dataset's cell lines, else the DepMap
+    id. Every drevalpy file of ours names cell lines through this table, so response, features and folds agree."""
+    everyone = pd.unique(np.concatenate([ids, [] if dataset is None else dataset.cells["cell_id"].astype(str)]))
+    names = metadata("cell", everyone, dataset).reset_index()
+    names = names.rename(columns={"cell_id": "depmap_id", "tcga_type": "tissue"})
+    unique = (names["cell_name"] != "") & ~names["cell_name"].duplicated(keep=False)
+    names.insert(0, "cell_line_name", names["cell_name"].where(unique, names["depmap_id"]))
+    return names.drop(columns="cell_name").set_index("depmap_id", drop=False).loc[ids].reset_index(drop=True)
 
 
 def _merged_names(names: pd.DataFrame, path: Path, key: str) -> pd.DataFrame:

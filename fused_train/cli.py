@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from fused_cache.console import cache_dir_option, dataset_option, run_cli, writing
+from fused_cache.console import cache_dir_option, dataset_option, response_option, run_cli, writing
 from fused_cache.datasets import DatasetError
 from fused_cache.logs import add_verbose
 from fused_cache.stores import CorruptStore, StaleStore, StoreNotFound
@@ -117,6 +117,7 @@ def _spec_options(fn: Any, model: str = "fused", model_help: str = "") -> Any:
         click.option("--omics", default="", help="More cell tokens, comma-separated: methylation,mutation."),
         click.option("--seeds", default="0", show_default=True, help="Split and initialisation seeds, e.g. 0,1,2."),
         dataset_option,
+        response_option,
         click.option("--epochs", type=click.IntRange(min=1), default=_TRAIN.max_epochs, show_default=True,
                      help="At most this many epochs per fold."),
         click.option("--patience", type=click.IntRange(min=1), default=_TRAIN.patience, show_default=True,
@@ -158,7 +159,7 @@ def _spec(kw: dict[str, Any], lr: float, options: dict[str, Any]) -> Any:
                                precision=kw["precision"])  # fmt: skip
     return RunSpec(model=kw["model"], drug_encoder=kw["drug_encoder"], cell_encoder=kw["cell_encoder"],
                    omics=_names(kw["omics"]), split=kw["split"], seeds=_ints(kw["seeds"]), dataset=kw["dataset"],
-                   train=train_config, options=options)  # fmt: skip
+                   response=kw["response"], train=train_config, options=options)  # fmt: skip
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -298,6 +299,35 @@ def make_cli() -> click.Group:
         click.echo((out / "card.md").read_text())
         click.echo(f"saved {out}")
 
+    @cli.command(name="cross-study")
+    @_spec_options
+    @click.option(
+        "--test-dataset",
+        required=True,
+        help="The dataset to predict (--dataset is the one trained on): "
+        "its drugs and cell lines shared with the training data, by PubChem CID and DepMap id.",
+    )
+    @click.option("--lr", type=float, default=_TRAIN.lr, show_default=True, help="Adam learning rate.")
+    @with_options(run_options)
+    @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+                  help="Folder for the fitted model, predictions, metrics and unmatched.csv.")  # fmt: skip
+    def cross_study(test_dataset: str, lr: float, out: Path, **kw: Any) -> None:
+        """Fit on --dataset, predict --test-dataset where they share drugs and cell lines, score beside the naive
+        predictors fitted on --dataset (per drug and per cell line)."""
+        from fused_train.cross_study import cross_study as evaluate
+
+        given = {name: kw.pop(name) for name in option_names}
+        spec = _spec({**kw, "split": "fit"}, lr, {k: v for k, v in given.items() if v is not None})
+        execution = Execution(slots=kw["slots"], device=_device(kw["device"]))
+        metrics = evaluate(spec, test_dataset, out, kw["cache_dir"], execution, kw["quiet"])
+        summary = json.loads((out / "cross_study.json").read_text())
+        click.echo(f"{summary['matched pairs']} of {summary['test pairs']} test pairs matched "
+                   f"({summary['matched drugs']} drugs, {summary['matched cell lines']} cell lines); unmatched: "
+                   f"{summary['unmatched']['drug']} drugs, {summary['unmatched']['cell']} cell lines "
+                   f"(listed in {out / 'unmatched.csv'})")  # fmt: skip
+        columns = ["predictor", "n_pairs", "pcc", "rmse", "per_drug_pcc_mean", "per_cell_pcc_mean"]
+        click.echo(metrics[columns].round(3).to_string(index=False))
+
     @cli.command()
     @click.option(
         "--model",
@@ -393,6 +423,39 @@ def make_cli() -> click.Group:
         with writing(folder):
             paths = export_splits(pairs.inputs, folds, folder, force)
         click.echo(f"{len(folds)} {split} folds over {len(pairs)} pairs: wrote {', '.join(map(str, paths))}")
+
+    @cli.command()
+    @click.option("--split", type=_Split(), default="lodo", show_default=True, help="drug-known/LPO, lodo/LDO, "
+                  "cell-out/LCO: the folds drevalpy will use (its --test_mode).")  # fmt: skip
+    @click.option("--seeds", default="0", show_default=True, help="Split seeds, comma-separated, e.g. 0,1,2.")
+    @click.option("--fold", default="all", show_default=True, help="all, N, N-M, or fold names.")
+    @click.option("--drug-encoder", default="chemnet", show_default=True, help="Drug store (decides which pairs "
+                  "exist; exported as drug_<encoder>_embeddings.csv).")  # fmt: skip
+    @click.option("--cell-encoder", default="expression", show_default=True, help="Store of the expression token.")
+    @click.option("--omics", default="", help="More cell stores, comma-separated: methylation,mutation.")
+    @dataset_option
+    @cache_dir_option
+    @click.option(
+        "--out",
+        "data_path",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=True,
+        help="drevalpy's --path_data: the dataset goes to OUT/NAME/, gene lists to OUT/meta/gene_lists/.",
+    )
+    @click.option("--name", default="fused", show_default=True, help="drevalpy's --dataset_name.")  # fmt: skip
+    def drevalpy(split: str, seeds: str, fold: str, drug_encoder: str, cell_encoder: str, omics: str, dataset: str,
+                 cache_dir: Path | None, data_path: Path, name: str) -> None:  # fmt: skip
+        """Write a complete drevalpy dataset (responses, features, gene lists, fingerprints, our exact folds as its
+        custom splitter) and print the one drevalpy command that runs on it."""
+        from fused_train.drevalpy_dataset import write_drevalpy_dataset
+
+        result = write_drevalpy_dataset(data_path, name, dataset, drug_encoder, [cell_encoder, *_names(omics)],
+                                        split, _ints(seeds), fold, cache_dir)  # fmt: skip
+        click.echo(f"wrote {result.folder}: {result.pairs} pairs, {result.folds} {split} folds, "
+                   f"{len(result.written)} files")  # fmt: skip
+        for what, why in result.left_out.items():
+            click.echo(f"  left out {what}: {why}")
+        click.echo(f"run drevalpy on it (any of its models; ElasticNet as an example):\n  {result.command}")
 
     @cli.command()
     @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))

@@ -13,6 +13,9 @@
   diagonal drawn, Wilcoxon p-value and wins in the title); per cell line against the drug mean where the split holds
   cell lines out (leave-cell-out, leave-tissue-out).
 - ``per_tissue``: per TCGA type, the split's PCC on the cell lines of that type, one panel per split.
+- ``critical_difference``: DrEval's ranking of many models, one panel per split: each predictor's mean rank of
+  per-drug PCC (per cell line in leave-cell-out) over the entities, Friedman p-value, and bars joining predictors the
+  Nemenyi test does not tell apart (p > 0.05; ``fused_train.stats.ranking``).
 
 Every function takes run directories, writes ``out`` as PNG (and SVG when asked) and returns the written paths.
 """
@@ -37,7 +40,7 @@ from fused_train.models.naive import NAIVE  # noqa: E402
 from fused_train.runs import predictions, predictors  # noqa: E402
 from fused_train.splits import SPLITS, split_of  # noqa: E402
 from fused_train.splits.pilot import Pilot  # noqa: E402
-from fused_train.stats import entity_pcc, paired_test  # noqa: E402
+from fused_train.stats import entity_pcc, paired_test, ranking  # noqa: E402
 
 ACROSS_TISSUES = " (pilot across tissues)"
 BASELINE = {"drug_id": "cell-mean", "cell_id": "drug-mean"}
@@ -193,6 +196,46 @@ def per_entity_vs_baseline(run_dirs: Sequence[Path], out: Path, formats: Sequenc
         ax.set_ylabel(f"per-{unit} PCC, {model}")
         ax.grid(alpha=0.3)
     fig.tight_layout(h_pad=3.0)
+    return save(fig, out, formats)
+
+
+def entity_pccs(run_dirs: Sequence[Path]) -> pd.DataFrame:
+    """Entities x predictors: each run's model (named by its label, or by its directory where two runs share one) and
+    the naive predictors of the first run, each entity's PCC the mean over seeds (the runs' per-entity CSV)."""
+    labels = [label(config_of(r)) for r in run_dirs]
+    columns = {}
+    for i, run_dir in enumerate(run_dirs):
+        by = split_of(config_of(run_dir)["split"]).entity
+        table = pd.read_csv(run_dir / ("per_cell.csv" if by == "cell_id" else "per_drug.csv"), dtype={by: str})
+        pcc_of = table.groupby(["predictor", by])["pcc"].mean().unstack("predictor")
+        for name in pcc_of.columns:
+            if name not in NAIVE:
+                columns[run_dir.name if labels.count(labels[i]) > 1 else labels[i]] = pcc_of[name]
+            elif i == 0:
+                columns[f"naive: {name}"] = pcc_of[name]
+    return pd.DataFrame(columns)
+
+
+def critical_difference(run_dirs: Sequence[Path], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Critical-difference diagram of every predictor of a split over its entities (Friedman + Nemenyi)."""
+    import scikit_posthocs
+
+    results = {split: ranking(entity_pccs(runs)) for split, runs in _by_split(run_dirs).items()}
+    panels = [(split, result) for split, result in results.items() if result is not None]
+    fig, axes = plt.subplots(max(len(panels), 1), 1, figsize=(8, 2.6 * max(len(panels), 1)), squeeze=False)
+    if not panels:
+        axes[0, 0].set_axis_off()
+        axes[0, 0].text(0.5, 0.5, "no split with 3 predictors defined on 2 common entities", ha="center")
+    for ax, (split, result) in zip(axes[:, 0], panels, strict=False):
+        scikit_posthocs.critical_difference_diagram(result.mean_ranks, result.nemenyi, ax=ax)
+        chosen = split_of(split)
+        unit, plural = ("cell-line", "cell lines") if chosen.entity == "cell_id" else ("drug", "drugs")
+        left_out = f", {result.undefined} with an undefined PCC left out" if result.undefined else ""
+        constant = f"; not ranked (PCC undefined): {', '.join(result.left_out)}" if result.left_out else ""
+        ax.set_title(f"{chosen.title}: mean rank of per-{unit} PCC over {result.entities} {plural}{left_out}"
+                     f"\nFriedman p = {result.friedman_p:.2g}; bars join predictors the Nemenyi test does not "
+                     f"separate (p > 0.05){constant}", fontsize=8)  # fmt: skip
+    fig.tight_layout()
     return save(fig, out, formats)
 
 

@@ -34,7 +34,7 @@ from fused_train.metrics import pcc, rmse
 from fused_train.models.naive import NAIVE
 from fused_train.runs import RunError, predictions, predictors, summarise_run
 from fused_train.splits import split_of
-from fused_train.stats import METHOD, entity_pcc, paired_test
+from fused_train.stats import METHOD, entity_pcc, holm, paired_test
 
 WRITTEN = ".fused-report.json"
 """The file in a report folder that lists the files the report wrote, which a later report may replace."""
@@ -44,6 +44,7 @@ FIGURES = {
     "per_drug_pcc": plots.per_entity_vs_baseline,
     "per_tissue_pcc": plots.per_tissue,
     "pilot_screens": plots.pilot_screens,
+    "critical_difference": plots.critical_difference,
 }
 """The report's figures: file name (without suffix) -> the function of ``fused_train.plots`` that draws it."""
 ENTITY_WORDS = {"drug_id": ("per-drug", "drugs"), "cell_id": ("per-cell", "cell lines")}
@@ -151,7 +152,7 @@ def _column_order(column: str) -> int:
 def paired_table(run_dirs: list[Path], between_models: bool = False) -> pd.DataFrame:
     """Every model against every naive predictor of its run; with ``between_models``, also every two model runs of
     the same split, dataset and seeds against each other (paired by the split's entity: drug or cell line)."""
-    rows = []
+    rows, tests = [], []
     keys = [(plots.config_of(r)["split"], plots.label(plots.config_of(r))) for r in run_dirs]
     # a run's label, or its directory's name where two runs of a split share one (same model and inputs, other options)
     name = {r: r.name if keys.count(key) > 1 else key[1] for r, key in zip(run_dirs, keys, strict=True)}
@@ -159,6 +160,7 @@ def paired_table(run_dirs: list[Path], between_models: bool = False) -> pd.DataF
         config, statistics = plots.config_of(run_dir), _statistics(run_dir)
         for c in statistics["paired"]:
             rows.append(_paired_row(config, c["a"], name[run_dir], f"naive: {c['b']}", statistics["entity"], c))
+            tests.append(c)
     if between_models:
         entity_pccs = {r: _model_entity_pcc(r) for r in run_dirs}
         for first, second in itertools.combinations([r for r in run_dirs if entity_pccs[r] is not None], 2):
@@ -168,7 +170,11 @@ def paired_table(run_dirs: list[Path], between_models: bool = False) -> pd.DataF
             (model, by, a), (_, _, b) = entity_pccs[first], entity_pccs[second]
             test = paired_test(a, b).to_json()
             rows.append(_paired_row(c1, model, name[first], name[second], by, test))
-    return pd.DataFrame(rows)
+            tests.append(test)
+    frame = pd.DataFrame(rows)
+    for key, column in (("p_two_sided", "p Holm (two-sided)"), ("p_greater", "p Holm (model > versus)")):
+        frame[column] = [_p(p) for p in holm([t[key] for t in tests])]  # one family: every test of the table
+    return frame
 
 
 def _model_entity_pcc(run_dir: Path) -> tuple[str, str, pd.Series] | None:
@@ -331,7 +337,7 @@ def _write_tables_and_figures(
         "Paired over drugs (cell lines where the split holds cell lines out): Wilcoxon signed-rank p-values over the "
         f"entities where both PCCs are defined (ties dropped), bootstrap {int(METHOD['level'] * 100)}% percentile "
         f"intervals from {METHOD['n_resamples']} resamples of the entities (seed {METHOD['seed']}). Details: "
-        "fused_train/stats.py."
+        "fused_train/stats.py. Holm: Holm's correction over every test of the table."
         + (f" Not shown (no entity where both PCCs are defined): {'; '.join(undefined)}." if undefined else "")
     )
     paths["markdown"].write_text(

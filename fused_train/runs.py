@@ -74,6 +74,8 @@ class RunSpec:
     split: str = "lodo"
     seeds: tuple[int, ...] = (0,)
     dataset: str = "gdsc-deepcdr"
+    response: str = datasets.DEFAULT_RESPONSE
+    """The measure learned (``--response``): a column of the dataset's pairs, ln IC50 by default."""
     train: TrainConfig = field(default_factory=TrainConfig)
     options: dict[str, Any] = field(default_factory=dict)
     """The model's options (see its ``Options``); the defaults fill in whatever is not given."""
@@ -92,7 +94,8 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.model}-{self.split}-{self.drug_encoder}-{'+'.join(self.cell_tokens)}"
+        name = f"{self.model}-{self.split}-{self.drug_encoder}-{'+'.join(self.cell_tokens)}"
+        return name if self.response == datasets.DEFAULT_RESPONSE else f"{name}-{self.response}"
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -130,7 +133,8 @@ def folds_of(spec: RunSpec, inputs: Inputs) -> list[Fold]:
 
 def load_run_inputs(spec: RunSpec, cache_dir: str | Path | None = None) -> Inputs:
     drug_kinds = model(spec.model).drug_inputs
-    return load_inputs(datasets.load(spec.dataset), spec.drug_encoder, spec.cell_tokens, cache_dir, drug_kinds)
+    dataset = datasets.load(spec.dataset, spec.response)
+    return load_inputs(dataset, spec.drug_encoder, spec.cell_tokens, cache_dir, drug_kinds)
 
 
 def prepare(spec: RunSpec, run_dir: Path) -> None:
@@ -138,7 +142,7 @@ def prepare(spec: RunSpec, run_dir: Path) -> None:
     config = run_dir / "config.json"
     wanted = spec.to_json()
     if config.exists():
-        found = json.loads(config.read_text())
+        found = {"response": datasets.DEFAULT_RESPONSE} | json.loads(config.read_text())  # older runs: ln IC50
         if found != wanted:
             changed = sorted(k for k in wanted if found.get(k) != wanted[k])
             raise RunError(

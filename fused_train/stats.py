@@ -10,6 +10,11 @@ each per entity, so they are compared *paired*, entity by entity:
   and one-sided for "a > b". Zero differences are dropped before ranking (``zero_method="wilcox"``) and count as
   ties; tied absolute differences share their mean rank. scipy computes the exact distribution for up to 50
   non-zero differences without ties, the normal approximation otherwise. With no non-zero difference p is NaN.
+- ``holm(p)``: Holm's step-down correction of a family of p-values (the report's paired table is one family).
+- ``ranking(pcc)``: many predictors over the same entities, as DrEval ranks them: the Friedman test over entities and
+  the Nemenyi post-hoc test of every two predictors (``scikit_posthocs.posthoc_nemenyi_friedman``) on the entities
+  where every predictor's PCC is defined, with each predictor's mean rank (1 = the highest PCC). A predictor without
+  any defined PCC (the global and drug means per drug: constant within a drug) is left out and named.
 - ``intervals(frame, by, pred)``: percentile bootstrap intervals of the pooled PCC and the mean per-entity PCC,
   resampling entities (all pairs of an entity go together) with replacement.
 
@@ -121,6 +126,50 @@ def paired_test(
         p_two_sided=p_two,
         p_greater=p_greater,
     )
+
+
+def holm(p: Any) -> np.ndarray:
+    """Holm-adjusted p-values, in the order given: the k-th smallest of m is multiplied by m - k + 1, made monotone
+    and capped at 1. NaN (no test) stays NaN and is not counted in m."""
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    defined = np.flatnonzero(~np.isnan(p))
+    order = defined[np.argsort(p[defined], kind="stable")]
+    m = len(order)
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Friedman and Nemenyi tests of predictors over entities (``ranking``)."""
+
+    mean_ranks: pd.Series
+    """Per predictor, its mean rank over entities (1 = the highest PCC), best first."""
+    friedman_p: float
+    nemenyi: pd.DataFrame
+    """Nemenyi p-value of every two predictors."""
+    entities: int
+    undefined: int
+    """Entities left out because some predictor's PCC is undefined there."""
+    left_out: list[str]
+    """Predictors without a defined PCC on any entity."""
+
+
+def ranking(pcc: pd.DataFrame) -> Ranking | None:
+    """``pcc``: entities x predictors; None unless at least 3 predictors have a PCC on at least 2 common entities.
+    Ties share their mean rank."""
+    import scikit_posthocs
+
+    left_out = [c for c in pcc.columns if pcc[c].isna().all()]
+    complete = pcc.drop(columns=left_out).dropna()
+    if complete.shape[1] < 3 or len(complete) < 2:
+        return None
+    ranks = complete.rank(axis=1, ascending=False).mean().sort_values()
+    friedman = stats.friedmanchisquare(*complete.to_numpy().T).pvalue
+    nemenyi = scikit_posthocs.posthoc_nemenyi_friedman(complete.to_numpy())
+    nemenyi.index = nemenyi.columns = complete.columns
+    return Ranking(ranks, float(friedman), nemenyi, len(complete), len(pcc) - len(complete), left_out)
 
 
 def intervals(

@@ -8,6 +8,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -99,3 +101,36 @@ def with_scrambled_test_labels(inputs: Inputs, fold: Fold) -> Inputs:
     test = (fold.roles == TEST)[pairs["drug_index"], pairs["cell_index"]]
     pairs.loc[test, "ln_ic50"] = SCRAMBLED
     return replace(inputs, pairs=pairs)
+
+
+def write_drevalpy(ds: Dataset, folder: Path) -> Path:
+    """``ds`` in drevalpy's dataset layout (``<data_path>/<NAME>/``, ``folder`` being that NAME folder), as drevalpy
+    ships GDSC2 or CCLE: cell lines by name (DepMap ids in ``cell_line_names.csv``), an ``AUC`` beside ``LN_IC50``
+    (here a logistic function of it), omics views with a ``cellosaurus_id`` column, mutations as True/False."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cells = ds.cells.set_index("cell_id")
+    name_of = cells["cell_name"]
+    response = pd.DataFrame({
+        "cell_line_name": name_of.loc[ds.pairs["cell_id"]].to_numpy(), "pubchem_id": ds.pairs["drug_id"].to_numpy(),
+        "tissue": cells.loc[ds.pairs["cell_id"], "tcga_type"].to_numpy(), "LN_IC50": ds.pairs["ln_ic50"].to_numpy(),
+        "AUC": 1 / (1 + np.exp(-ds.pairs["ln_ic50"].to_numpy())),
+    })  # fmt: skip
+    response.to_csv(folder / f"{folder.name}.csv", index=False)
+    pd.DataFrame({"cellosaurus_id": [f"CVCL_{i}" for i in range(len(cells))], "cell_line_name": name_of.to_numpy(),
+                  "depmap_id": cells.index.to_numpy()}).to_csv(folder / "cell_line_names.csv", index=False)  # fmt: skip
+    ds.drugs[["drug_id", "smiles"]].set_axis(["pubchem_id", "canonical_smiles"], axis=1).to_csv(
+        folder / "drug_smiles.csv", index=False
+    )
+    for view, modality in (
+        ("gene_expression", "expression"),
+        ("methylation", "methylation"),
+        ("mutations", "mutation"),
+    ):
+        if modality not in ds.omics:
+            continue
+        matrix = ds.omics[modality]
+        values = matrix.astype(bool) if modality == "mutation" else matrix
+        table = values.set_axis(name_of.loc[matrix.index].to_numpy()).rename_axis("cell_line_name").reset_index()
+        table.insert(0, "cellosaurus_id", "CVCL_x")
+        table.to_csv(folder / f"{view}.csv", index=False)
+    return folder

@@ -18,7 +18,7 @@ from fused_train.cli import cli
 from fused_train.plots import curve_mean
 from fused_train.runs import RunSpec, predictions, summarise_run, train
 from fused_train.splits import FoldSelectionError
-from fused_train.stats import entity_pcc
+from fused_train.stats import entity_pcc, holm
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,10 @@ def test_report_tables_figures_and_folders_that_are_not_runs(lodo_run: Path, tmp
     assert list(paired["versus"]) == ["naive: global-mean", "naive: drug-mean", "naive: cell-mean",
                                       "naive: mean-effects"]  # fmt: skip
     assert "## Paired comparisons" in (out / "report.md").read_text()
-    for name in ("learning_curves", "predicted_vs_observed", "per_drug_pcc", "per_tissue_pcc"):
+    p = [float(x) for x in paired["p (two-sided)"]]  # Holm over the table's four tests: 4, 3, 2, 1 x the sorted p
+    assert [float(x) for x in paired["p Holm (two-sided)"]] == pytest.approx(holm(p), rel=0.06, nan_ok=True)
+    assert all(not float(h) < q for h, q in zip(paired["p Holm (two-sided)"], p, strict=True))  # never smaller
+    for name in ("learning_curves", "predicted_vs_observed", "per_drug_pcc", "per_tissue_pcc", "critical_difference"):
         width, height = Image.open(out / f"{name}.png").size
         assert width > 400 and height > 300
         assert (out / f"{name}.svg").read_text().startswith("<?xml")

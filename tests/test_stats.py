@@ -97,3 +97,28 @@ def test_a_constant_predictor_has_no_pooled_pcc_interval() -> None:
     frame = _frame().assign(pred_constant=1.7)
     got = fstats.intervals(frame, "drug_id", "pred_constant", n_resamples=50)
     assert np.isnan(got["pcc"].estimate) and np.isnan(got["pcc"].low) and np.isnan(got["entity_pcc_mean"].high)
+
+
+def test_holm_by_hand_and_against_statsmodels() -> None:
+    # sorted 0.01, 0.02, 0.04, 0.5 -> 4 x 0.01, 3 x 0.02, 2 x 0.04 (kept monotone), 1 x 0.5; NaN is no test
+    adjusted = fstats.holm([0.04, 0.01, np.nan, 0.5, 0.02])
+    np.testing.assert_allclose(adjusted, [0.08, 0.04, np.nan, 0.5, 0.06])
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    p = np.random.default_rng(3).uniform(0, 0.2, 30)
+    np.testing.assert_allclose(fstats.holm(p), multitest.multipletests(p, method="holm")[1])
+
+
+def test_ranking_is_friedman_and_nemenyi_over_complete_entities() -> None:
+    rng = np.random.default_rng(1)
+    pcc = pd.DataFrame({"good": rng.uniform(0.6, 0.8, 40), "middle": rng.uniform(0.4, 0.7, 40),
+                        "bad": rng.uniform(0.0, 0.5, 40)})  # fmt: skip
+    pcc.loc[3, "middle"] = np.nan  # an undefined PCC leaves its entity out of every predictor's ranks
+    pcc["constant"] = np.nan  # a predictor without any defined PCC is left out and named
+    result = fstats.ranking(pcc)
+    assert result.left_out == ["constant"] and fstats.ranking(pcc[["good", "bad", "constant"]]) is None
+    complete = pcc.drop(index=3, columns="constant")
+    assert result.entities == 39 and result.undefined == 1
+    assert list(result.mean_ranks.index) == ["good", "middle", "bad"] and result.mean_ranks["good"] < 1.5
+    assert result.mean_ranks.mean() == pytest.approx(2.0)  # ranks 1..3 on every entity
+    assert result.friedman_p == pytest.approx(stats.friedmanchisquare(*complete.to_numpy().T).pvalue)
+    assert result.nemenyi.loc["good", "bad"] < 0.05 and result.nemenyi.loc["good", "good"] == 1

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from fused_cache.datasets.dataset import (
+    DEFAULT_RESPONSE,
     DRUG_ANNOTATIONS,
     Dataset,
     DatasetError,
@@ -20,11 +21,12 @@ from fused_cache.datasets.dataset import (
     dataset_key,
     drug_annotations,
 )
+from fused_cache.datasets.drevalpy import PREFIX, load_drevalpy
 from fused_cache.tables import find_tables, omics_modality
 
 __all__ = [
-    "BUNDLED", "DEEPCDR_TCGA_LABELS", "DRUG_ANNOTATIONS", "Dataset", "DatasetError", "Exclusions", "drug_annotations",
-    "key_of", "load",
+    "BUNDLED", "DEEPCDR_TCGA_LABELS", "DEFAULT_RESPONSE", "DRUG_ANNOTATIONS", "Dataset", "DatasetError", "Exclusions",
+    "drug_annotations", "key_of", "load",
 ]  # fmt: skip
 
 _GDSC_DIR = Path(__file__).parent / "gdsc_deepcdr"
@@ -37,15 +39,20 @@ DEEPCDR_TCGA_LABELS = (
 """The 25 TCGA labels DeepCDR uses; pairs of cell lines outside them are kept, not dropped."""
 
 
-def load(name: str = "gdsc-deepcdr") -> Dataset:
-    """Load a bundled dataset by name, or a directory holding pairs/drugs(/cells) and omics files.
+def load(name: str = "gdsc-deepcdr", response: str = DEFAULT_RESPONSE) -> Dataset:
+    """Load a bundled dataset by name, a directory holding pairs/drugs(/cells) and omics files, or a drevalpy dataset
+    folder (``drevalpy:DIR/NAME``, ``fused_cache/datasets/drevalpy.py``); ``response`` is the measure to learn.
 
     ``gdsc-deepcdr`` gives DeepCDR's exact log2(TPM+1) expression only (548 cell lines; NaN where a gene is
     unmeasured). ``gdsc-deepcdr-approx`` is the same data with the gap-filled expression matrix (561 cell lines, 2.65%
     of values approximate; see DATA.md): a separate dataset name, so every store and run built from it says so.
     """
+    if name.startswith(PREFIX):
+        return load_drevalpy(Path(name.removeprefix(PREFIX)), response)
     if name not in BUNDLED:
-        return _load_directory(Path(name))
+        return _load_directory(Path(name), response)
+    if response != DEFAULT_RESPONSE:
+        raise DatasetError(f"{name} has no response {response!r}; its only measure is {DEFAULT_RESPONSE!r}")
     expression = "expression" if name == "gdsc-deepcdr" else "expression_approx"
     return Dataset(
         name=name,
@@ -62,9 +69,10 @@ def load(name: str = "gdsc-deepcdr") -> Dataset:
 
 def key_of(name: str) -> str:
     """The ``Dataset.key`` of what ``load(name)`` would load, without loading it (for refs of a ``--dataset``)."""
-    if name in BUNDLED or not Path(name).is_dir():
+    folder = Path(name.removeprefix(PREFIX))
+    if name in BUNDLED or not folder.is_dir():
         return dataset_key(name)
-    path = Path(name).resolve()
+    path = folder.resolve()
     return dataset_key(path.name, path)
 
 
@@ -73,7 +81,7 @@ def _omics_matrix(name: str) -> pd.DataFrame:
     return pd.read_parquet(_GDSC_DIR / f"{name}.parquet").T.rename_axis(index="cell_id", columns=None)
 
 
-def _load_directory(path: Path) -> Dataset:
+def _load_directory(path: Path, response: str) -> Dataset:
     """A folder with pairs, drugs, optional cells and ``omics_<modality>`` tables, each named exactly
     (``fused_cache.tables.SUFFIXES``)."""
     if not path.is_dir():
@@ -89,7 +97,13 @@ def _load_directory(path: Path) -> Dataset:
         )
     omics = {m: file for stem, file in found.items() if (m := omics_modality(stem)) is not None}
     return Dataset.from_files(
-        pairs=found["pairs"], drugs=found["drugs"], omics=omics, cells=found.get("cells"), name=path.name, source=path
+        pairs=found["pairs"],
+        drugs=found["drugs"],
+        omics=omics,
+        cells=found.get("cells"),
+        name=path.name,
+        source=path,
+        response=response,
     )
 
 

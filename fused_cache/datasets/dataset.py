@@ -19,6 +19,9 @@ import pandas as pd
 from fused_cache.tables import DatasetError, check_ids, read_table, show
 
 PAIR_COLUMNS = ("drug_id", "cell_id", "ln_ic50")
+DEFAULT_RESPONSE = "ln_ic50"
+"""The response measure a dataset is read with unless ``--response`` chooses another; whichever it is, the pairs
+table holds it in its ``ln_ic50`` column (the label column every stage reads) and ``Dataset.response`` names it."""
 DRUG_COLUMNS = ("drug_id", "smiles")
 DRUG_ANNOTATIONS = ("targets", "target_pathway")
 """Optional drug columns: known targets and target pathways, ';'-separated text ('' or missing: unknown). For a new
@@ -57,6 +60,8 @@ class Dataset:
     omics: Mapping[str, pd.DataFrame]
     source: Path | None = None
     """The resolved directory (or pairs file) the tables were read from; None for bundled and in-memory data."""
+    response: str = DEFAULT_RESPONSE
+    """The measure the pairs' ``ln_ic50`` column holds (``--response``): ln IC50 unless chosen otherwise."""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -103,6 +108,7 @@ class Dataset:
         cells: str | Path | None = None,
         name: str | None = None,
         source: Path | None = None,
+        response: str = DEFAULT_RESPONSE,
     ) -> Dataset:
         """Load a user dataset from CSV or Parquet files (format in docs/data.md, "Bring your own data").
 
@@ -110,9 +116,9 @@ class Dataset:
         ';'-separated); each omics file has cell_id as its first column and one column per feature. ``cells`` is
         optional (cell_id, tcga_type); without it the cell lines are those named in the pairs. Ids are read as text,
         exactly as written (``007`` is not ``7``, ``NA`` is an id); ``source`` (default: the resolved pairs file)
-        identifies the dataset's stores.
+        identifies the dataset's stores. ``response`` names the pairs column to learn (default ``ln_ic50``).
         """
-        pairs_df = read_table(pairs, "pairs", ids=("drug_id", "cell_id"))
+        pairs_df = select_response(read_table(pairs, "pairs", ids=("drug_id", "cell_id")), response, pairs)
         drugs_df = read_table(drugs, "drugs", ids=("drug_id",))
         omics_df = {}
         for modality, path in (omics or {}).items():
@@ -126,7 +132,19 @@ class Dataset:
             cells_df = read_table(cells, "cells", ids=("cell_id",))
             _require_columns(cells_df, ("cell_id",), "cells", cells)
         source = source or Path(pairs).resolve()
-        return cls(name or Path(pairs).stem, drugs_df, cells_df, pairs_df, omics_df, source)
+        return cls(name or Path(pairs).stem, drugs_df, cells_df, pairs_df, omics_df, source, response)
+
+
+def select_response(pairs: pd.DataFrame, response: str, where: object) -> pd.DataFrame:
+    """``pairs`` with the ``response`` column as the label column ``ln_ic50`` (the measure ``ln_ic50`` held before is
+    dropped when another is chosen); a missing column is refused, naming the columns there."""
+    if response == "ln_ic50":
+        return pairs  # checked with the other required columns
+    if response not in pairs.columns:
+        raise DatasetError(
+            f"{where} has no response column {response!r}; its columns are {list(pairs.columns)} (--response)"
+        )
+    return pairs.drop(columns=["ln_ic50"], errors="ignore").rename(columns={response: "ln_ic50"})
 
 
 def dataset_key(name: str, source: Path | None = None) -> str:
