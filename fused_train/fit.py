@@ -62,7 +62,8 @@ def fit(
         members.sort(key=lambda m: m["seed"])
         inputs.pairs[["drug_id", "cell_id", "ln_ic50"]].to_parquet(tmp / RESPONSES, index=False)  # for --pilot
         annotations = {c: [";".join(sorted(s)) for s in sets] for c, sets in inputs.drug_annotations.items()}
-        smiles = datasets.load(spec.dataset, spec.response).drugs.set_index("drug_id")["smiles"].reindex(inputs.drug_ids)
+        dataset = datasets.load(spec.dataset, spec.response)
+        smiles = dataset.drugs.set_index("drug_id")["smiles"].reindex(inputs.drug_ids)
         drugs = pd.DataFrame({"drug_id": inputs.drug_ids, "smiles": smiles.to_numpy(), **annotations})
         drugs.to_parquet(tmp / DRUGS, index=False)  # the SMILES: predict tells a training drug under a new id
         info = {
