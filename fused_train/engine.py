@@ -26,6 +26,7 @@ from fused_cache.progress import clock, progress
 from fused_train.data import Inputs
 from fused_train.metrics import mean_row_pcc, weighted_pcc
 from fused_train.models.slots import SlotAdam, SlotModel
+from fused_train.scaling import standardise
 from fused_train.seeding import rng, stable_seed
 from fused_train.splits import TEST, TRAIN, VAL, Fold
 
@@ -228,9 +229,9 @@ class Trainer:
         sd = float(np.sqrt((w * (target - mean) ** 2).sum() / w.sum()))
         out = {"y": (np.array(mean), np.array(sd))}
         if isinstance(self.inputs.drug, np.ndarray):
-            out["drug"] = _standardise(self.inputs.drug[train.any(axis=1)])
+            out["drug"] = standardise(self.inputs.drug[train.any(axis=1)])
         for name, x in self.inputs.cells.items():
-            out[name] = _standardise(x[train.any(axis=0)])
+            out[name] = standardise(x[train.any(axis=0)])
         return out
 
     def _stack_scalers(self, slots: list[_Slot]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -393,13 +394,3 @@ def _padded_orders(orders: list[np.ndarray], size: int) -> tuple[np.ndarray, np.
     n = -(-len(orders[0]) // size) * size
     padded = np.stack([np.resize(order, n) for order in orders])
     return padded, np.broadcast_to(np.arange(n) < len(orders[0]), padded.shape)
-
-
-def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and sd (1 where a column is constant, so it maps to zero rather than NaN), computed in float64:
-    in float32 the squares of a large feature overflow (RDKit's ``Ipc`` reaches 4.9e23), its sd becomes inf and the
-    feature is scaled to zero without a word. Features are finite float32, so float64 cannot overflow here."""
-    x = x.astype(np.float64)
-    mean = x.mean(axis=0)
-    sd = x.std(axis=0)
-    return mean, np.where(sd > 0, sd, 1.0)

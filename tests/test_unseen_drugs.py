@@ -23,6 +23,7 @@ from fused_train.models.neighbours import Neighbours, NeighboursOptions, row_pcc
 from fused_train.models.trees import Components, Trees, TreesOptions, mean_drug_pcc
 from fused_train.predict import load_model
 from fused_train.runs import RunError, RunSpec, folds_of, load_run_inputs, predictions, train
+from fused_train.scaling import standardise
 from fused_train.splits import TEST, make_folds
 
 FAST_TREES = TreesOptions(leaves=(4, 8), max_rounds=30, stop_rounds=5, drug_components=3, cell_components=4)
@@ -213,3 +214,6 @@ def test_a_feature_as_large_as_rdkits_ipc_is_scaled_not_zeroed() -> None:
     references = np.ones(20, dtype=bool)
     np.testing.assert_allclose(similarity(x, references), similarity(x.astype(np.float64), references), atol=1e-6)
     assert np.abs(Components.fit(x, 3)(x)).max() > 0 and np.isfinite(similarity(x, references)).all()
+    mean, sd = standardise(x)  # the other columns keep their float32 statistics: earlier results reproduce bit for bit
+    assert mean.dtype == np.float32 and np.isfinite(sd).all() and sd[0] > 1e21
+    assert np.array_equal(mean[1:], x[:, 1:].mean(axis=0)) and np.array_equal(sd[1:], x[:, 1:].std(axis=0))

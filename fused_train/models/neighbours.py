@@ -38,6 +38,7 @@ from fused_train.data import Inputs
 from fused_train.models.base import Fitted, PredictError, Query
 from fused_train.models.fitted import FittedModel
 from fused_train.models.registry import ModelError, check_candidates, option
+from fused_train.scaling import standardise
 from fused_train.splits import TRAIN, VAL, Fold
 
 PROFILES = ("pathway", "similar", "targets")
@@ -103,9 +104,8 @@ def similarity(x: np.ndarray, references: np.ndarray) -> np.ndarray:
         size = bits.sum(axis=1)
         union = size[:, None] + size[None, :] - shared
         return np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
-    x = x.astype(np.float64)  # in float32 the sd of a feature as large as RDKit's Ipc (4.9e23) overflows to inf
-    mean, sd = x[references].mean(axis=0), x[references].std(axis=0)
-    scaled = (x - mean) / np.where(sd > 0, sd, 1.0)
+    mean, sd = standardise(x[references])
+    scaled = (x - mean) / sd
     norm = np.linalg.norm(scaled, axis=1, keepdims=True)
     unit = scaled / np.where(norm > 0, norm, 1.0)
     return unit @ unit.T

@@ -29,6 +29,7 @@ from fused_train.data import Inputs
 from fused_train.models.base import Fitted, PredictError, Query
 from fused_train.models.fitted import FittedModel
 from fused_train.models.registry import ModelError, check_candidates, option
+from fused_train.scaling import standardise
 from fused_train.splits import TRAIN, VAL, Fold
 
 TUNE_BY = ("rmse", "drug-pcc")
@@ -77,11 +78,7 @@ class Components:
 
     @classmethod
     def fit(cls, x: np.ndarray, n: int) -> Components:
-        """In float64: in float32 the sd of a feature as large as RDKit's Ipc (4.9e23) overflows to inf, and the
-        feature would be scaled to zero."""
-        x = x.astype(np.float64)
-        mean, sd = x.mean(axis=0), x.std(axis=0)
-        sd = np.where(sd > 0, sd, 1.0)
+        mean, sd = standardise(x)  # a feature as large as RDKit's Ipc is scaled, not zeroed
         _, _, axes = np.linalg.svd((x - mean) / sd, full_matrices=False)
         return cls(mean, sd, axes[:n])
 
