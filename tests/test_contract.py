@@ -14,6 +14,7 @@ import torch
 from click.testing import CliRunner
 from torch import Tensor, nn
 
+from fused_cache.stores import iter_model_refs
 from fused_train.cli import main, make_cli
 from fused_train.data import InputShapes
 from fused_train.engine import Execution
@@ -44,6 +45,7 @@ def test_fit_then_predict_new_drugs_with_any_model(model: str, trained_on: tuple
     runner, cli = CliRunner(), make_cli()
     result = runner.invoke(cli, fit_args(model, trained_on, tmp_path / "m", "--seeds", "0,1"), catch_exceptions=False)
     assert result.exit_code == 0 and "saved" in result.output
+    assert any(ref.owner == (tmp_path / "m").resolve() for ref in iter_model_refs(trained_on[1]))  # kept from gc
     NEW.to_csv(tmp_path / "new.csv", index=False)
     out = tmp_path / "p.csv"
     args = [

@@ -355,6 +355,8 @@ def test_gc_keeps_the_stores_of_saved_models_until_their_refs_are_pruned(
 ) -> None:
     _, cache = small
     morgan = next(p for p in iter_stores(cache) if p.parent.name == "morgan")
+    for other in iter_model_refs(cache):  # models other tests fitted on this shared cache: not this test's subject
+        other.path.unlink()
     owner = tmp_path / "my-model"
     owner.mkdir()
     protect(cache, [morgan], owner)
@@ -373,6 +375,8 @@ def test_a_run_that_saves_models_protects_its_stores(
     small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder, cache = small
+    for other in iter_model_refs(cache):  # models other tests fitted on this shared cache: not this test's subject
+        other.path.unlink()
     run = tmp_path / "run"
     assert fused_train(capsys, *run_args(folder, cache, run, "0", "--save-models"))[0] == 0
     (ref,) = iter_model_refs(cache)
