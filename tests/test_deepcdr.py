@@ -258,9 +258,8 @@ def test_folds_with_dropout_trained_together_match_folds_trained_alone(
         assert single.best_epoch == batched[fold.name].best_epoch
         # batched and single products round differently, and a held-out drug's prediction extrapolates through
         # BatchNorm (small TRAIN variances at these widths) which amplifies that: seen up to 8e-4 on one CPU, but on
-        # an AVX-512 Xeon 0.008-0.049 on one thread and 0.036-0.11 on two, varying from run to run (an open
-        # question: see the closing note of the session that set this); masks shared between slots would differ by
-        # 0.3 and more
+        # an AVX-512 Xeon 0.008-0.049 on one thread and 0.036-0.11 on two, varying from run to run (why is not
+        # understood yet); masks shared between slots would differ by 0.3 and more
         np.testing.assert_allclose(single.test_pred, batched[fold.name].test_pred, atol=0.15)
 
 
