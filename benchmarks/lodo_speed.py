@@ -152,7 +152,7 @@ def loop_fold(trainer: Trainer, fold: Any, batch_size: int, patience: int, max_e
 def adapter_row(n_folds: int, batch_size: int) -> None:
     """The plain module through the adapter against the same module in a per-fold loop: time to the same accuracy."""
     registry.MODELS["plain-mlp"] = f"{__name__}:PlainMLP"
-    config = TrainConfig(select_by="rmse", patience=5, precision="fp32")
+    config = TrainConfig(select_by="rmse", patience=5, precision="fp32", drugs_per_step=16)  # 16 x 64 pairs a step
     spec = RunSpec(model="plain-mlp", drug_encoder="minimol", split="lodo", train=config)
     inputs = load_run_inputs(spec)
     folds = folds_of(spec, inputs)[:n_folds]
@@ -168,7 +168,10 @@ def adapter_row(n_folds: int, batch_size: int) -> None:
     engine_s = max(seconds_to(results[n], target[n]) for n in results)  # the folds train together
     loop_s = sum(seconds_to(loops[n], target[n]) for n in loops)  # one after another
     best_adapter, best_loop = (np.mean([c["val_rmse"].min() for c in x.values()]) for x in (results, loops))
-    click.echo(f"plain MLP, {n_folds} LODO folds (MiniMol + expression), fp32, patience {config.patience} on RMSE")
+    click.echo(
+        f"plain MLP, {n_folds} LODO folds (MiniMol + expression), fp32, patience {config.patience} on RMSE; "
+        f"adapter steps of {config.drugs_per_step} drugs x {config.cells_per_step} cell lines per fold"
+    )
     click.echo(f"  best validation RMSE per fold, mean: adapter {best_adapter:.3f}, loop (batch {batch_size}) "
                f"{best_loop:.3f}")  # fmt: skip
     click.echo(f"  seconds to the worse of the two bests on every fold: adapter {engine_s:.1f}, loop {loop_s:.1f}; "

@@ -67,6 +67,7 @@ def test_fit_then_predict_new_drugs_with_any_model(model: str, trained_on: tuple
     cells = json.loads((tmp_path / "m" / "members" / "seed0" / "model.json").read_text())["cell_ids"]
     assert len(frame) == 2 * len(cells) and set(frame["cell_id"]) == set(cells)
     assert np.isfinite(frame["pred_ln_ic50"]).all() and set(frame["model"]) == {model}
+    assert frame["cell_name"].notna().all() and frame["tcga_type"].notna().any()  # names beside the DepMap ids
     assert frame["pred_sd"].notna().all()  # two members: their sd
 
 

@@ -75,6 +75,8 @@ def test_fit_then_predict_a_training_drug_in_a_fresh_process(
     assert list(there.columns) == [
         "drug_id",
         "cell_id",
+        "cell_name",  # written by the command line beside the DepMap id
+        "tcga_type",
         "pred_ln_ic50",
         "pred_sd",
         "n_members",
@@ -169,7 +171,7 @@ def test_bad_inputs_name_the_item_and_leave_no_output(
     methylation.reset_index().to_csv(cells / "omics_methylation.csv", index=False)  # all genes: accepted
     result = CliRunner().invoke(cli, ["predict", "--model", str(fitted), *drugs, "--cells", str(cells), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert pd.read_csv(out).shape == (2 * 3, 7)
+    assert pd.read_csv(out).shape == (2 * 3, 9)  # with the cell-line name and TCGA type columns (blank: new lines)
 
 
 def test_load_model_names_a_directory_that_is_not_a_model(tmp_path: Path) -> None:
