@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fused_cache.datasets import DRUG_ANNOTATIONS, Dataset, drug_annotations
+from fused_cache.datasets import Dataset, annotation_sets
 from fused_cache.stores import StaleStore, Store, build_command, cache_root, check_built_from, open_store
 
 
@@ -165,9 +165,7 @@ def load_inputs(
         excluded={str(k): int(v) for k, v in excluded.items()},
         store_versions={name: _record(store) for name, store in opened.items()},
         excluded_pairs=excluded_pairs.reset_index(drop=True),
-        drug_annotations={
-            column: [drug_annotations(dataset.drugs, column)[d] for d in drug_ids] for column in DRUG_ANNOTATIONS
-        },
+        drug_annotations=annotation_sets(dataset.drugs, drug_ids),
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fused_cache.datasets import DRUG_ANNOTATIONS
+from fused_cache.datasets import DRUG_ANNOTATIONS, annotation_sets
 from fused_cache.stores import Store
 from fused_cache.tables import (
     check_file,
@@ -205,20 +205,15 @@ class TrainedModel:
             raise PredictError(f"drugs: {err}") from err
         self.report.update(embedded=report.embedded, reused=report.reused, drug_store=str(report.store.path))
         ids = table["drug_id"].to_numpy(str)
-        annotations = {c: [frozenset(p for p in str(v).split(";") if p) for v in table[c]] if c in table
-                       else [frozenset()] * len(ids) for c in DRUG_ANNOTATIONS}  # fmt: skip
         with report.store as store:
-            return ids, _drug_features(store, store.load(), ids), annotations
+            return ids, _drug_features(store, store.load(), ids), annotation_sets(table, ids)
 
     def _training_annotations(self, ids: np.ndarray) -> dict[str, list[frozenset[str]]]:
         """The training drugs' targets and pathways, as fit saved them (none for a run's fold model)."""
         path = self.folder / DRUGS
         if not path.is_file():
             return {c: [frozenset()] * len(ids) for c in DRUG_ANNOTATIONS}
-        table = pd.read_parquet(path).astype({"drug_id": str}).set_index("drug_id").reindex(ids)
-        return {c: [frozenset(p for p in str(v).split(";") if p) if isinstance(v, str) else frozenset()
-                    for v in table[c]] if c in table else [frozenset()] * len(ids)
-                for c in DRUG_ANNOTATIONS}  # fmt: skip
+        return annotation_sets(pd.read_parquet(path).astype({"drug_id": str}), ids)
 
     # cells
 

@@ -18,6 +18,7 @@ from fused_cache.datasets.dataset import (
     Dataset,
     DatasetError,
     Exclusions,
+    annotation_sets,
     dataset_key,
     drug_annotations,
 )
@@ -26,7 +27,7 @@ from fused_cache.tables import find_tables, omics_modality
 
 __all__ = [
     "BUNDLED", "DEEPCDR_TCGA_LABELS", "DEFAULT_RESPONSE", "DRUG_ANNOTATIONS", "Dataset", "DatasetError", "Exclusions",
-    "drug_annotations", "key_of", "load",
+    "annotation_sets", "drug_annotations", "key_of", "load",
 ]  # fmt: skip
 
 _GDSC_DIR = Path(__file__).parent / "gdsc_deepcdr"

@@ -244,3 +244,13 @@ def drug_annotations(drugs: pd.DataFrame, column: str) -> dict[str, frozenset[st
         str(d): frozenset(p.strip() for p in v.split(";") if p.strip())
         for d, v in zip(drugs["drug_id"], values, strict=True)
     }
+
+
+def annotation_sets(drugs: pd.DataFrame, ids: Sequence[str]) -> dict[str, list[frozenset[str]]]:
+    """Per annotation of ``DRUG_ANNOTATIONS``, each of ``ids``' sets in ``drugs`` (the last row of a repeated id;
+    empty for an id ``drugs`` does not list): what models read as ``Inputs.drug_annotations``."""
+    out = {}
+    for column in DRUG_ANNOTATIONS:
+        sets = drug_annotations(drugs, column)
+        out[column] = [sets.get(str(d), frozenset()) for d in ids]
+    return out

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fused_cache.datasets import annotation_sets
 from fused_cache.progress import progress
 from fused_train.data import Inputs
 from fused_train.engine import Execution
@@ -170,10 +171,7 @@ class MatchingFitted(Fitted):
         pairs["drug_index"] = pd.Index(drug_ids).get_indexer(pairs["drug_id"])
         pairs["cell_index"] = pd.Index(cell_ids).get_indexer(pairs["cell_id"])
         drugs = pd.concat([self.drugs, new[[c for c in self.drugs.columns if c in new.columns]]], ignore_index=True)
-        annotations = drugs.drop_duplicates("drug_id", keep="last").set_index("drug_id").reindex(drug_ids)
-        sets = {c: [frozenset(p for p in str(v).split(";") if p) if isinstance(v, str) else frozenset()
-                    for v in annotations.get(c, pd.Series(index=drug_ids, dtype=object))]
-                for c in ("targets", "target_pathway")}  # fmt: skip
+        sets = annotation_sets(drugs.astype({"drug_id": str}), drug_ids)
         inputs = Inputs("pilot", drug_ids, cell_ids, np.zeros((len(drug_ids), 1), np.float32), {}, pairs,
                         np.full(len(cell_ids), ""), drug_annotations=sets)  # fmt: skip
         count, _ = inputs.grid()
