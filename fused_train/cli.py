@@ -144,6 +144,23 @@ def _spec_options(fn: Any, model: str = "fused", model_help: str = "") -> Any:
     return fn
 
 
+def _store_options(fn: Any) -> Any:
+    """The split seeds and the stores whose pairs make the folds (``splits --export``, ``drevalpy``)."""
+    options = [
+        click.option("--seeds", default="0", show_default=True, help="Split seeds, comma-separated, e.g. 0,1,2."),
+        click.option("--drug-encoder", default="chemnet", show_default=True,
+                     help="Drug store (decides which pairs exist)."),
+        click.option("--cell-encoder", default="expression", show_default=True,
+                     help="Store of the expression token."),
+        click.option("--omics", default="", help="More cell stores, comma-separated: methylation,mutation."),
+        dataset_option,
+        cache_dir_option,
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def _device(name: str) -> str:
     from fused_cache.devices import select_device
 
@@ -398,14 +415,7 @@ def make_cli() -> click.Group:
 
     @cli.command()
     @_split_option
-    @click.option("--seeds", default="0", show_default=True, help="Split seeds, comma-separated, e.g. 0,1,2.")
-    @click.option(
-        "--drug-encoder", default="chemnet", show_default=True, help="Drug store (decides which pairs exist)."
-    )
-    @click.option("--cell-encoder", default="expression", show_default=True, help="Store of the expression token.")
-    @click.option("--omics", default="", help="More cell stores, comma-separated: methylation,mutation.")
-    @dataset_option
-    @cache_dir_option
+    @_store_options
     @click.option(
         "--export",
         "folder",
@@ -427,15 +437,9 @@ def make_cli() -> click.Group:
 
     @cli.command()
     @click.option("--split", type=_Split(), default="lodo", show_default=True, help="drug-known/LPO, lodo/LDO, "
-                  "cell-out/LCO: the folds drevalpy will use (its --test_mode).")  # fmt: skip
-    @click.option("--seeds", default="0", show_default=True, help="Split seeds, comma-separated, e.g. 0,1,2.")
+                  "cell-out/LCO, tissue-out/LTO: the folds drevalpy will use (its --test_mode).")  # fmt: skip
     @click.option("--fold", default="all", show_default=True, help="all, N, N-M, or fold names.")
-    @click.option("--drug-encoder", default="chemnet", show_default=True, help="Drug store (decides which pairs "
-                  "exist; exported as drug_<encoder>_embeddings.csv).")  # fmt: skip
-    @click.option("--cell-encoder", default="expression", show_default=True, help="Store of the expression token.")
-    @click.option("--omics", default="", help="More cell stores, comma-separated: methylation,mutation.")
-    @dataset_option
-    @cache_dir_option
+    @_store_options
     @click.option(
         "--out",
         "data_path",
