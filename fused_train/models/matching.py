@@ -226,7 +226,7 @@ class Matching(FittedModel):
 
     def predict_fold(self, inputs: Inputs, fold: Fold) -> tuple[np.ndarray, dict[str, Any]]:
         """The held-out drug's predictions on the grid, and the choices made on the validation drugs."""
-        if not fold.split.startswith("pilot-"):
+        if not (fold.roles == PILOT).any():  # read from the fold itself, not from its split's name
             raise ModelError(f"the matching model needs a pilot screen: use --split pilot-K, not {fold.split!r}")
         count, target = inputs.grid()
         target = target.astype(np.float64)
