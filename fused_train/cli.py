@@ -259,8 +259,14 @@ def make_cli() -> click.Group:
         import numpy as np
         import pandas as pd
 
+        from fused_train.models.networks import EngineModel
+        from fused_train.models.registry import model
         from fused_train.runs import train
 
+        if not issubclass(model(kw["model"]), EngineModel):  # the grid ranks by the learning curves' best epochs
+            raise ModelError(f"grid searches the training options of networks (fused, deepcdr, plain modules); "
+                             f"{kw['model']} chooses its own options on validation drugs in every fold: use "
+                             f"fused-train run --model {kw['model']} and give its candidate lists there")  # fmt: skip
         searched = {name: kw.pop(name) for name in option_names}
         searched = {name: values for name, values in searched.items() if values}
         names = list(searched)

@@ -102,6 +102,19 @@ def test_grid_ranks_settings_by_validation_only(
     assert f"best by validation {words}" in result.output
 
 
+def test_grid_refuses_a_model_that_chooses_its_own_options(
+    trained_on: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """neighbours has no learning curve to rank by: the grid says so instead of ranking nothing."""
+    dataset, cache = trained_on
+    argv = ["fused-train", "grid", "--model", "neighbours", "--drug-encoder", "morgan", "--dataset", dataset,
+            "--cache-dir", str(cache), "--fold", "0", "--out", str(tmp_path / "grid")]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_, mock.patch.object(sys, "argv", argv):
+        main()
+    assert exit_.value.code == 2 and "neighbours chooses its own options" in capsys.readouterr().err
+    assert not (tmp_path / "grid").exists()
+
+
 def test_deepcdr_gcn_and_cell_out_train_and_report_per_cell_line(trained_on: tuple[str, Path], tmp_path: Path) -> None:
     dataset, cache = trained_on
     spec = replace(tiny_spec(dataset, split="cell-out", epochs=2), model="deepcdr", drug_encoder="graph",
