@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from helpers import small_dataset, subset
 
-from fused_cache import datasets
+from fused_cache import build_store, datasets
 from fused_cache.datasets import Dataset
 
 
@@ -35,3 +36,25 @@ def trained_on(gdsc: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple
     stores: what the trainer tests train on."""
     root = tmp_path_factory.mktemp("train")
     return small_dataset(gdsc, root / "small", root / "cache"), root / "cache"
+
+
+@pytest.fixture(scope="session")
+def tiny_built(gdsc: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 6-drug x 12-cell dataset directory and its cache (morgan, graph, expression and methylation stores), which
+    tests copy with ``tiny_copy`` before they edit it."""
+    root = tmp_path_factory.mktemp("tiny")
+    folder = small_dataset(gdsc, root / "small", root / "cache", n_drugs=6, n_cells=12)
+    return Path(folder), root / "cache"
+
+
+@pytest.fixture()
+def tiny_copy(tiny_built: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of ``tiny_built`` (dataset and cache) that a test may edit; the refs of the copy are made anew,
+    under its own path."""
+    folder, cache = tmp_path / "small", tmp_path / "cache"
+    shutil.copytree(tiny_built[0], folder)
+    shutil.copytree(tiny_built[1], cache)
+    ds = datasets.load(str(folder))
+    for encoder in ("morgan", "expression", "methylation"):
+        build_store(ds, encoder, cache, quiet=True)
+    return folder, cache

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_console, small_dataset, tiny_spec
+from helpers import run_console, tiny_spec
 
 from fused_cache import build_store, datasets
 from fused_cache.cli import main as cache_main
@@ -34,28 +34,8 @@ from fused_train.runs import CUT, finished, predictions
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """6 drugs x 12 cell lines with morgan, graph, expression and methylation stores (tests copy it to edit it)."""
-    root = tmp_path_factory.mktemp("last-stage")
-    folder = small_dataset(datasets.load("gdsc-deepcdr"), root / "small", root / "cache", n_drugs=6, n_cells=12)
-    return Path(folder), root / "cache"
-
-
-@pytest.fixture()
-def small(built: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
-    """A private copy of the dataset and its cache."""
-    folder, cache = tmp_path / "small", tmp_path / "cache"
-    shutil.copytree(built[0], folder)
-    shutil.copytree(built[1], cache)
-    ds = datasets.load(str(folder))
-    for encoder in ("morgan", "expression", "methylation"):
-        build_store(ds, encoder, cache, quiet=True)  # refs of the copy, under its own path
-    return folder, cache
-
-
-@pytest.fixture(scope="module")
-def model(built: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder, cache = built
+def model(tiny_built: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder, cache = tiny_built
     out = tmp_path_factory.mktemp("model") / "model"
     return fit(tiny_spec(str(folder), epochs=1), out, cache_dir=cache, quiet=True, command="test")
 
@@ -140,9 +120,9 @@ def full_disk(folder: Path) -> Iterator[Path]:
 
 
 def test_a_diverging_run_stops_naming_the_fold_and_epoch_and_finishes_nothing(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     out = tmp_path / "run"
     code, output = fused_train(capsys, *run_args(folder, cache, out, "0", "--lr", "1e30"))
     line = one_line_error(output)
@@ -153,9 +133,9 @@ def test_a_diverging_run_stops_naming_the_fold_and_epoch_and_finishes_nothing(
 
 
 def test_a_grid_records_a_diverging_combination_and_ranks_the_others(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     args = run_args(folder, cache, tmp_path / "grid", "0", "--lr", "1e30", "--lr", "0.001")
     args[0] = "grid"
     code, output = fused_train(capsys, *args)
@@ -171,18 +151,18 @@ def test_a_grid_records_a_diverging_combination_and_ranks_the_others(
 
 @pytest.mark.parametrize("lr", ["nan", "inf", "0", "-1e-3"])
 def test_lr_must_be_a_finite_positive_number(
-    lr: str, small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    lr: str, tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(ConfigError, match="--lr must be a finite number > 0"):
         TrainConfig(lr=float(lr))
-    folder, cache = small
+    folder, cache = tiny_copy
     code, output = fused_train(capsys, *run_args(folder, cache, tmp_path / "run", "0", "--lr", lr))
     assert code == 2 and "--lr must be a finite number > 0" in one_line_error(output)
     assert not (tmp_path / "run").exists()
 
 
-def test_fit_stops_on_a_diverging_member_and_leaves_no_model(small: tuple[Path, Path], tmp_path: Path) -> None:
-    folder, cache = small
+def test_fit_stops_on_a_diverging_member_and_leaves_no_model(tiny_copy: tuple[Path, Path], tmp_path: Path) -> None:
+    folder, cache = tiny_copy
     spec = tiny_spec(str(folder), epochs=2)
     spec = type(spec).from_json(spec.to_json() | {"train": spec.to_json()["train"] | {"lr": 1e30}})
     with pytest.raises(NonFiniteTraining, match="fold fit-seed0 diverged in epoch 0.*smaller --lr"):
@@ -191,9 +171,9 @@ def test_fit_stops_on_a_diverging_member_and_leaves_no_model(small: tuple[Path, 
 
 
 def test_report_on_an_old_all_nan_run_is_one_line(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     run = tmp_path / "run"
     assert fused_train(capsys, *run_args(folder, cache, run))[0] == 0
     (fold_file,) = (run / "folds").glob("*.parquet")  # as fused wrote a diverged fold before it refused them
@@ -208,9 +188,9 @@ def test_report_on_an_old_all_nan_run_is_one_line(
 
 
 def test_export_replaces_an_existing_file_only_with_force(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     target = tmp_path / "mine.csv"
     target.write_text("precious\n")
     args = ["export", "morgan", "--to", str(target), "--dataset", str(folder), "--cache-dir", str(cache)]
@@ -236,9 +216,9 @@ def test_embed_replaces_out_only_with_force(tmp_path: Path, capsys: pytest.Captu
 
 @pytest.mark.parametrize("table", ["drugs.parquet", "pairs.csv", "omics_expression.csv"])
 def test_export_never_writes_a_dataset_table_even_with_force(
-    table: str, small: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    table: str, tiny_copy: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     code, output = fused_cache(capsys, "export", "morgan", "--to", str(folder / table), "--force", "--dataset",
                                str(folder), "--cache-dir", str(cache))  # fmt: skip
@@ -247,9 +227,9 @@ def test_export_never_writes_a_dataset_table_even_with_force(
 
 
 def test_export_to_a_directory_is_refused(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     (tmp_path / "emb.csv").mkdir()
     code, output = fused_cache(capsys, "export", "morgan", "--to", str(tmp_path / "emb.csv"), "--dataset",
                                str(folder), "--cache-dir", str(cache))  # fmt: skip
@@ -257,9 +237,9 @@ def test_export_to_a_directory_is_refused(
 
 
 def test_export_drevalpy_refuses_an_unrelated_cell_line_names_csv(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     out = tmp_path / "drevalpy"
     out.mkdir()
     (out / "cell_line_names.csv").write_text("name,colour\nA,red\n")
@@ -271,9 +251,9 @@ def test_export_drevalpy_refuses_an_unrelated_cell_line_names_csv(
 
 
 def test_export_drevalpy_into_a_dataset_directory_is_refused(
-    small: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     before = sorted(p.name for p in folder.iterdir())
     code, output = fused_cache(capsys, "export", "morgan", "--to", "drevalpy", str(folder), "--force", "--dataset",
                                str(folder), "--cache-dir", str(cache))  # fmt: skip
@@ -282,9 +262,9 @@ def test_export_drevalpy_into_a_dataset_directory_is_refused(
 
 
 def test_export_drevalpy_replaces_its_feature_file_only_with_force(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     args = ["export", "expression", "--to", "drevalpy", str(tmp_path / "d"), "--dataset", str(folder), "--cache-dir",
             str(cache)]  # fmt: skip
     assert fused_cache(capsys, *args)[0] == 0
@@ -294,9 +274,9 @@ def test_export_drevalpy_replaces_its_feature_file_only_with_force(
 
 
 def test_predict_replaces_out_only_with_force_and_never_a_dataset_table(
-    model: Path, small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    model: Path, tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, _ = small
+    folder, _ = tiny_copy
     out = tmp_path / "predictions.csv"
     out.write_text("precious\n")
     code, output = fused_train(capsys, "predict", "--model", str(model), "--out", str(out), "--quiet", "--top", "0")
@@ -311,9 +291,9 @@ def test_predict_replaces_out_only_with_force_and_never_a_dataset_table(
 
 
 def test_splits_export_replaces_files_only_with_force_and_never_in_a_dataset_directory(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     args = ["splits", "--drug-encoder", "morgan", "--dataset", str(folder), "--cache-dir", str(cache), "--export"]
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "pairs.csv").write_text("precious\n")
@@ -328,9 +308,9 @@ def test_splits_export_replaces_files_only_with_force_and_never_in_a_dataset_dir
 
 
 def test_report_refreshes_its_own_folder_but_replaces_no_other_file_unasked(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     run, report = tmp_path / "run", tmp_path / "report"
     assert fused_train(capsys, *run_args(folder, cache, run))[0] == 0
     assert fused_train(capsys, "report", str(run), "--out", str(report), "--svg")[0] == 0
@@ -351,9 +331,9 @@ def test_report_refreshes_its_own_folder_but_replaces_no_other_file_unasked(
 
 
 def test_gc_keeps_the_stores_of_saved_models_until_their_refs_are_pruned(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, cache = small
+    _, cache = tiny_copy
     morgan = next(p for p in iter_stores(cache) if p.parent.name == "morgan")
     for other in iter_model_refs(cache):  # models other tests fitted on this shared cache: not this test's subject
         other.path.unlink()
@@ -372,9 +352,9 @@ def test_gc_keeps_the_stores_of_saved_models_until_their_refs_are_pruned(
 
 
 def test_a_run_that_saves_models_protects_its_stores(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     for other in iter_model_refs(cache):  # models other tests fitted on this shared cache: not this test's subject
         other.path.unlink()
     run = tmp_path / "run"
@@ -391,9 +371,9 @@ def test_a_run_that_saves_models_protects_its_stores(
 
 
 def test_a_run_saving_models_from_a_read_only_cache_trains_and_says_they_are_unprotected(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     with read_only(tmp_path / "ro", content=cache) as ro:
         code, output = fused_train(capsys, *run_args(folder, ro, tmp_path / "run", "0", "--save-models"))
         assert code == 0, output
@@ -408,9 +388,9 @@ WRITERS = ["build", "run", "fit", "predict", "export", "splits", "report"]
 
 @pytest.mark.parametrize("command", WRITERS)
 def test_an_unwritable_output_is_one_line_naming_it(
-    command: str, small: tuple[Path, Path], model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    command: str, tiny_copy: tuple[Path, Path], model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     run = tmp_path / "run"
     if command == "report":
         assert fused_train(capsys, *run_args(folder, cache, run))[0] == 0
@@ -434,9 +414,9 @@ def test_an_unwritable_output_is_one_line_naming_it(
 
 
 def test_gc_on_a_read_only_cache_is_one_line(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, cache = small
+    _, cache = tiny_copy
     with read_only(tmp_path / "ro", content=cache) as ro:
         before = sorted(map(str, ro.rglob("*")))
         code, output = fused_cache(capsys, "gc", "--cache-dir", str(ro))
@@ -447,9 +427,9 @@ def test_gc_on_a_read_only_cache_is_one_line(
 
 @pytest.mark.parametrize("command", ["build", "run", "predict"])
 def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_works(
-    command: str, small: tuple[Path, Path], model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    command: str, tiny_copy: tuple[Path, Path], model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     with full_disk(tmp_path / "full") as full:
         tool, args = {
             "build": (fused_cache, ["build", "--encoder", "morgan", "--dataset", str(folder), "--cache-dir",
@@ -468,9 +448,9 @@ def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_works(
 
 
 def test_a_truncated_fold_file_in_report_is_named(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     run = tmp_path / "run"
     assert fused_train(capsys, *run_args(folder, cache, run, "0-1"))[0] == 0
     damaged = sorted((run / "folds").glob("*.parquet"))[0]
@@ -483,9 +463,9 @@ def test_a_truncated_fold_file_in_report_is_named(
 
 
 def test_a_truncated_fold_file_stops_a_resuming_run(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     run = tmp_path / "run"
     assert fused_train(capsys, *run_args(folder, cache, run, "0"))[0] == 0
     (damaged,) = (run / "folds").glob("*.parquet")
@@ -501,9 +481,9 @@ def test_a_truncated_fold_file_stops_a_resuming_run(
 
 @pytest.mark.parametrize("command", ["run", "grid"])
 def test_a_zero_width_is_a_usage_error(
-    command: str, small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    command: str, tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     args = run_args(folder, cache, tmp_path / "run")
     args[0], args[args.index("--hidden") + 1] = command, "16,0"
     code, output = fused_train(capsys, *args)
@@ -512,10 +492,10 @@ def test_a_zero_width_is_a_usage_error(
 
 
 def test_a_300_character_drug_id_in_lodo(
-    built: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_built: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder, cache = tmp_path / "small", tmp_path / "cache"
-    shutil.copytree(built[0], folder)
+    shutil.copytree(tiny_built[0], folder)
     drugs = pd.read_parquet(folder / "drugs.parquet")
     old, new = drugs["drug_id"][0], "D" * 300
     drugs.assign(drug_id=drugs["drug_id"].replace(old, new)).to_parquet(folder / "drugs.parquet", index=False)
@@ -538,9 +518,9 @@ def test_a_300_character_drug_id_in_lodo(
 
 
 def test_skipped_checksums_are_recorded_and_reported(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     run = tmp_path / "run"
     assert fused_train(capsys, *run_args(folder, cache, run, "0"))[0] == 0
     assert json.loads((run / "provenance.json").read_text())["stores_verified"] is True

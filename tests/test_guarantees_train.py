@@ -12,32 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import run_console, small_dataset, tiny_spec
+from helpers import run_console, tiny_spec
 
 from fused_cache import build_store, datasets
 from fused_cache.manifest import array_checksum
 from fused_cache.stores import CorruptStore, StaleStore, Store, write_store
 from fused_train.cli import main
 from fused_train.runs import finished, load_run_inputs, predictions, train
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A small dataset directory with its morgan, graph, expression and methylation stores (copied per test)."""
-    root = tmp_path_factory.mktemp("guarantees")
-    folder = small_dataset(datasets.load("gdsc-deepcdr"), root / "small", root / "cache", n_drugs=6, n_cells=12)
-    return Path(folder), root / "cache"
-
-
-@pytest.fixture()
-def small(built: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
-    """A private copy of the dataset and its cache, which a test may edit. The refs of the copy are made anew."""
-    folder, cache = tmp_path / "small", tmp_path / "cache"
-    shutil.copytree(built[0], folder)
-    ds = datasets.load(str(folder))
-    for encoder in ("morgan", "expression", "methylation"):
-        build_store(ds, encoder, cache, quiet=True)
-    return folder, cache
 
 
 def edit(folder: Path, table: str, change: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
@@ -64,8 +45,8 @@ def run_args(folder: Path, cache: Path, out: Path, fold: str = "0") -> list[str]
 # Case 1: the trainer checks that each store was built from the dataset's current items.
 
 
-def test_training_refuses_stores_built_before_the_dataset_changed(small: tuple[Path, Path]) -> None:
-    folder, cache = small
+def test_training_refuses_stores_built_before_the_dataset_changed(tiny_copy: tuple[Path, Path]) -> None:
+    folder, cache = tiny_copy
     spec = tiny_spec(str(folder))
     drug = set_smiles(folder, 2, "CCO")
     with pytest.raises(StaleStore, match=f"1 changed \\(e.g. '{drug}'\\)\\); run: fused-cache build --encoder "
@@ -82,9 +63,9 @@ def test_training_refuses_stores_built_before_the_dataset_changed(small: tuple[P
 
 
 def test_a_run_records_its_stores_and_refuses_to_resume_on_others(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     out = tmp_path / "run"
     assert fused_train(capsys, *run_args(folder, cache, out))[0] == 0
     recorded = json.loads((out / "provenance.json").read_text())
@@ -100,9 +81,9 @@ def test_a_run_records_its_stores_and_refuses_to_resume_on_others(
 
 
 def test_pairs_left_out_are_printed_and_written(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     drug = set_smiles(folder, 1, "C1CC(garbage")
     build_store(datasets.load(str(folder)), "morgan", cache, on_error="skip", quiet=True)
     edit(folder, "pairs", lambda p: pd.concat([p, p[p["drug_id"] != drug].iloc[:1].assign(ln_ic50=9.0)]))
@@ -139,8 +120,8 @@ def rewrite(store: Store, change: Callable[[dict], dict]) -> None:
     ],
     ids=["nan", "dim-0"],
 )  # fmt: skip
-def test_training_refuses_unusable_features(small: tuple[Path, Path], change: Callable, message: str) -> None:
-    folder, cache = small
+def test_training_refuses_unusable_features(tiny_copy: tuple[Path, Path], change: Callable, message: str) -> None:
+    folder, cache = tiny_copy
     spec = tiny_spec(str(folder))
     rewrite(Store(load_run_inputs(spec, cache).stores["morgan"]), change)
     with pytest.raises(StaleStore, match=message):
@@ -151,9 +132,9 @@ def test_training_refuses_unusable_features(small: tuple[Path, Path], change: Ca
 
 
 def test_damaged_or_empty_manifest_stores_are_one_line_errors(
-    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tiny_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder, cache = small
+    folder, cache = tiny_copy
     path = Path(load_run_inputs(tiny_spec(str(folder)), cache).stores["methylation"])
     chunk = next((path / "embeddings").rglob("c/*/*"))
     data = bytearray(chunk.read_bytes())
@@ -172,8 +153,8 @@ def test_damaged_or_empty_manifest_stores_are_one_line_errors(
     assert code == 3 and "its manifest lacks" in output and "Traceback" not in output
 
 
-def test_a_drug_id_with_a_slash_trains_and_resumes(small: tuple[Path, Path], tmp_path: Path) -> None:
-    folder, cache = small
+def test_a_drug_id_with_a_slash_trains_and_resumes(tiny_copy: tuple[Path, Path], tmp_path: Path) -> None:
+    folder, cache = tiny_copy
     first = sorted(pd.read_parquet(folder / "drugs.parquet")["drug_id"])[0]
     for table in ("drugs", "pairs"):
         edit(folder, table, lambda t: t.assign(drug_id=t["drug_id"].replace(first, "a/b")))
