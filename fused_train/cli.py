@@ -400,7 +400,8 @@ def make_cli() -> click.Group:
         model = load_model(model_dir, _device(device))
         check_new_file(out, force)  # before predicting, which may embed new drugs
         frame = model.predict(drugs=drugs, cells=cells, cache_dir=cache_dir, quiet=quiet, pilot=pilot)
-        frame = _with_cell_names(frame, model.member_info[0]["spec"]["dataset"])
+        if "no_cell_names" in model.report:
+            click.echo(f"warning: no cell-line names in the predictions: {model.report['no_cell_names']}", err=True)
         with writing(out):
             write_predictions(frame, out)
         if drugs is not None:
@@ -505,18 +506,6 @@ def make_cli() -> click.Group:
 
 
 cli = make_cli()
-
-
-def _with_cell_names(frame: Any, dataset: str) -> Any:
-    """Predictions with the training dataset's cell-line names and TCGA types beside the DepMap ids (blank for a new
-    cell line); without them, and a warning line, when that dataset cannot be read here any more."""
-    from fused_train.annotate import annotate_cells
-
-    try:
-        return annotate_cells(frame, dataset)
-    except DatasetError as err:
-        click.echo(f"warning: no cell-line names in the predictions: {err}", err=True)
-        return frame
 
 
 def _warn_known_molecules(folder: Path, drugs: str) -> None:

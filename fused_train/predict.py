@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fused_cache.datasets import DRUG_ANNOTATIONS, annotation_sets
+from fused_cache.datasets import DRUG_ANNOTATIONS, DatasetError, annotation_sets
 from fused_cache.stores import Store
 from fused_cache.tables import (
     check_file,
@@ -36,6 +36,7 @@ from fused_cache.tables import (
     read_table,
     table_stem,
 )
+from fused_train.annotate import annotate_cells
 from fused_train.data import _dense, _drug_features
 from fused_train.models.base import Fitted, PredictError, Query
 from fused_train.models.registry import BEST_FOR_NEW_DRUGS
@@ -81,8 +82,8 @@ class TrainedModel:
         self, drugs: TableLike | None = None, cells: Mapping[str, TableLike] | str | Path | None = None,
         cache_dir: str | Path | None = None, quiet: bool = True, pilot: TableLike | None = None,
     ) -> pd.DataFrame:  # fmt: skip
-        """ln IC50 of every (drug, cell line): ``drug_id, cell_id, pred_ln_ic50, pred_sd, n_members, model,
-        rank_within_drug`` (1 = most sensitive, the lowest predicted ln IC50).
+        """ln IC50 of every (drug, cell line): ``drug_id, cell_id, cell_name, tcga_type, pred_ln_ic50, pred_sd,
+        n_members, model, rank_within_drug`` (1 = most sensitive, the lowest predicted ln IC50).
 
         ``drugs``: a table or file with ``drug_id`` and ``smiles`` (+ optional ``targets``, ``target_pathway``;
         default: the model's training drugs); ``cells``: {modality: omics table or file}, or a directory of
@@ -115,9 +116,20 @@ class TrainedModel:
         query = Query(drug_ids, drug, cell_ids, cell_x, annotations, None)
         if reads_pilot:  # the model predicts from the pilot alone
             frame = self._frame(self._predict(replace(query, pilot=checked)), drug_ids, cell_ids)
-            return frame if checked is None else self._mark_pilot(frame, checked, cell_ids, self.model)
-        frame = self._frame(self._predict(query), drug_ids, cell_ids)
-        return frame if checked is None else self._with_pilot(frame, drugs, checked, cell_ids)
+            frame = frame if checked is None else self._mark_pilot(frame, checked, cell_ids, self.model)
+        else:
+            frame = self._frame(self._predict(query), drug_ids, cell_ids)
+            frame = frame if checked is None else self._with_pilot(frame, drugs, checked, cell_ids)
+        return self._with_cell_names(frame)
+
+    def _with_cell_names(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The training dataset's ``cell_name`` and ``tcga_type`` beside the DepMap ids (blank for a new cell line);
+        without them, and ``report["no_cell_names"]`` saying why, when that dataset cannot be read here any more."""
+        try:
+            return annotate_cells(frame, self.member_info[0]["spec"]["dataset"])
+        except DatasetError as err:
+            self.report["no_cell_names"] = str(err)
+            return frame
 
     def _predict(self, query: Query) -> np.ndarray:
         """(members, drugs, cells)."""

@@ -75,7 +75,7 @@ def test_fit_then_predict_a_training_drug_in_a_fresh_process(
     assert list(there.columns) == [
         "drug_id",
         "cell_id",
-        "cell_name",  # written by the command line beside the DepMap id
+        "cell_name",  # beside the DepMap id, from the command line as from Python
         "tcga_type",
         "pred_ln_ic50",
         "pred_sd",
@@ -85,6 +85,7 @@ def test_fit_then_predict_a_training_drug_in_a_fresh_process(
     ]
     assert len(there) == 40 and (there["n_members"] == 2).all() and there["pred_sd"].gt(0).all()
     np.testing.assert_allclose(there["pred_ln_ic50"], here["pred_ln_ic50"], atol=1e-6)
+    assert list(here.columns) == list(there.columns) and here["cell_name"].equals(there["cell_name"])
     # the same drug by the default (training drugs, read from the store) gives the same numbers
     default = model.predict().query("drug_id == @drug.drug_id.iloc[0]")
     np.testing.assert_allclose(default["pred_ln_ic50"], here["pred_ln_ic50"], atol=1e-6)
