@@ -5,8 +5,8 @@
 >>> build_store(ds, "morgan")                          # no-op when up to date
 >>> store = open_store("morgan", entity="drug")         # .ids, .embeddings (lazy), .manifest, .to_pandas()
 
-Building (and with it the encoders) is imported on first use, so a reader of stores, such as the trainer, never loads
-encoder code.
+Reading a store needs numpy, zarr and h5py only (fused-drp without extras): the datasets (pandas), the build and
+the encoders are imported on first use, so a reader of stores never loads them (the trainer never loads encoder code).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from fused_cache import datasets
-from fused_cache.datasets import Dataset, DatasetError
 from fused_cache.stores import CacheNotWritable, CorruptStore, StaleStore, Store, StoreNotFound, cache_root, open_store
 
 _LAZY = {
+    "Dataset": "fused_cache.datasets",
+    "DatasetError": "fused_cache.datasets",
     "BuildReport": "fused_cache.build",
     "build_store": "fused_cache.build",
     "CheckpointError": "fused_cache.encoders.base",
@@ -30,6 +30,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "datasets":
+        return importlib.import_module("fused_cache.datasets")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'fused_cache' has no attribute {name!r}")

@@ -17,6 +17,7 @@ from fused_cache.console import DATA_ERROR, cache_dir_option, dataset_option, fa
 from fused_cache.datasets import DatasetError
 from fused_cache.encoders.base import EncoderError
 from fused_cache.encoders.registry import DEFAULT_ENCODERS, ENCODERS, encoder_class
+from fused_cache.extras import DISTRIBUTION
 from fused_cache.logs import add_verbose
 from fused_cache.stores import (
     CacheNotWritable,
@@ -37,7 +38,7 @@ _cache_dir, _dataset = cache_dir_option, dataset_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="fused", prog_name="fused-cache")
+@click.version_option(package_name=DISTRIBUTION, prog_name="fused-cache")
 def cli() -> None:
     """Compute frozen encoder embeddings once into versioned Zarr/HDF5 stores."""
 
@@ -228,6 +229,11 @@ def info(encoder: str, dataset: str, cache_dir: Path | None, as_json: bool) -> N
         click.echo(json.dumps(store.manifest, indent=2) if as_json else _overview(store, encoder))
 
 
+def _our_version(libraries: dict[str, str]) -> str:
+    """This project's version in a manifest (recorded as ``fused`` before the distribution was renamed)."""
+    return libraries.get(DISTRIBUTION) or libraries.get("fused", "?")
+
+
 def _overview(store: Store, name: str) -> str:
     """The manifest's few lines a user asks for first; ``--json`` has the rest (checksums, hashes, libraries)."""
     m = store.manifest
@@ -242,7 +248,7 @@ def _overview(store: Store, name: str) -> str:
         "dim": str(m["dim"]),
         "model": model + (f"; weights sha256 {weights[:16]}..." if weights else ""),
         "settings": settings,
-        "created": f"{m['created']} with fused {m.get('libraries', {}).get('fused', '?')}",
+        "created": f"{m['created']} with {DISTRIBUTION} {_our_version(m.get('libraries', {}))}",
         "dataset": str(m.get("dataset", "")),
     }
     lines = [f"{key:9} {value}" for key, value in rows.items()]

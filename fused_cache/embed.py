@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fused_cache.datasets.dataset import dataset_key
+from fused_cache.dataset_keys import dataset_key
 from fused_cache.tables import DatasetError, check_file, check_ids, ids_as_text, no_repeated_columns, read_table
 
 

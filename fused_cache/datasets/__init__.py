@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fused_cache.dataset_keys import BUNDLED, DREVALPY_PREFIX, key_of
 from fused_cache.datasets.dataset import (
     DEFAULT_RESPONSE,
     DRUG_ANNOTATIONS,
@@ -19,10 +20,9 @@ from fused_cache.datasets.dataset import (
     DatasetError,
     Exclusions,
     annotation_sets,
-    dataset_key,
     drug_annotations,
 )
-from fused_cache.datasets.drevalpy import PREFIX, load_drevalpy
+from fused_cache.datasets.drevalpy import load_drevalpy
 from fused_cache.tables import find_tables, omics_modality
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
 ]  # fmt: skip
 
 _GDSC_DIR = Path(__file__).parent / "gdsc_deepcdr"
-BUNDLED = ("gdsc-deepcdr", "gdsc-deepcdr-approx")
 
 DEEPCDR_TCGA_LABELS = (
     "ALL", "BLCA", "BRCA", "CESC", "DLBC", "LIHC", "LUAD", "ESCA", "GBM", "HNSC", "KIRC", "LAML", "LCML",
@@ -48,8 +47,8 @@ def load(name: str = "gdsc-deepcdr", response: str = DEFAULT_RESPONSE) -> Datase
     unmeasured). ``gdsc-deepcdr-approx`` is the same data with the gap-filled expression matrix (561 cell lines, 2.65%
     of values approximate; see DATA.md): a separate dataset name, so every store and run built from it says so.
     """
-    if name.startswith(PREFIX):
-        return load_drevalpy(Path(name.removeprefix(PREFIX)), response)
+    if name.startswith(DREVALPY_PREFIX):
+        return load_drevalpy(Path(name.removeprefix(DREVALPY_PREFIX)), response)
     if name not in BUNDLED:
         return _load_directory(Path(name), response)
     if response != DEFAULT_RESPONSE:
@@ -66,15 +65,6 @@ def load(name: str = "gdsc-deepcdr", response: str = DEFAULT_RESPONSE) -> Datase
             "mutation": _omics_matrix("mutation"),
         },
     )
-
-
-def key_of(name: str) -> str:
-    """The ``Dataset.key`` of what ``load(name)`` would load, without loading it (for refs of a ``--dataset``)."""
-    folder = Path(name.removeprefix(PREFIX))
-    if name in BUNDLED or not folder.is_dir():
-        return dataset_key(name)
-    path = folder.resolve()
-    return dataset_key(path.name, path)
 
 
 def _omics_matrix(name: str) -> pd.DataFrame:

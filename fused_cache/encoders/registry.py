@@ -24,7 +24,7 @@ ENCODERS: dict[str, str] = {
 
 DEFAULT_ENCODERS = ("morgan", "chemnet", "graph", "expression", "methylation", "mutation", "minimol")
 """Built by ``fused-cache build --encoder all``: everything that needs no user-supplied checkpoint. minimol needs the
-extra ``fused[minimol]`` (bin/demo installs it); last, so that an install without it builds the others first."""
+extra ``fused-drp[minimol]`` (bin/demo installs it); last, so that an install without it builds the others first."""
 
 
 def encoder_class(name: str) -> type[Encoder]:
