@@ -58,6 +58,7 @@ SEARCHED: dict[str, dict[str, Searched]] = {
     "matching": {"matches": Searched("matches"), "matched": WEIGHTS, "pathway": WEIGHTS, "targets": WEIGHTS,
                  "kriging": Searched("kriging", none=True)},
     "trees": {"leaves": Searched("leaves"), "rounds": Searched("max_rounds", bound=True)},
+    "completion": {"penalty": Searched("penalty")},
 }  # fmt: skip
 """Per fitted model, each choice it writes (``choices/<fold>.json``) -> where its candidates are."""
 WIDEN_SHARE = 0.25
