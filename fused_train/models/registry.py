@@ -40,6 +40,7 @@ MODELS: dict[str, str] = {
     "neighbours": "fused_train.models.neighbours:Neighbours",
     "trees": "fused_train.models.trees:Trees",
     "matching": "fused_train.models.matching:Matching",
+    "stacked": "fused_train.models.stacked:Stacked",
 }
 
 

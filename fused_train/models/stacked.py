@@ -76,10 +76,13 @@ class Drugs:
         return Drugs(np.vstack([self.x, x]), more, self.pathways)
 
 
-def features(drugs: Drugs, fitted: Standardised, queries: np.ndarray, ks: tuple[int, ...]) -> np.ndarray:
-    """(Q, C, F) features of the query drugs (rows of ``drugs``) on every cell line, from the references (drugs
-    with fitting rows in ``fitted``). A query that is itself a reference is left out of everything: its own rows
-    count neither in base(c) nor in any profile (inner leave-one-drug-out)."""
+def features(
+    drugs: Drugs, fitted: Standardised, queries: np.ndarray, ks: tuple[int, ...], cell_x: np.ndarray
+) -> np.ndarray:
+    """(Q, C, F) features of the query drugs (rows of ``drugs``) on every cell line (rows of ``cell_x``, its
+    principal components), from the references (drugs with fitting rows in ``fitted``). A query that is itself a
+    reference is left out of everything: its own rows count neither in base(c) nor in any profile, nor in the
+    statistics its similarities are computed with (inner leave-one-drug-out)."""
     references = fitted.fitted
     measured, z = fitted.measured, fitted.residual + fitted.measured * fitted.base  # z where fitted, 0 elsewhere
     own = references[queries][:, None] * measured[queries]  # (Q, C): a reference query's own lines
@@ -100,9 +103,9 @@ def features(drugs: Drugs, fitted: Standardised, queries: np.ndarray, ks: tuple[
     onehot = [[p in s for p in drugs.pathways] for s in (drugs.annotations["target_pathway"][q] for q in queries)]
     drug = np.column_stack([nearest[:, -1], nearest[:, -TOP:].mean(axis=1), pathway.sum(axis=1), targets.sum(axis=1),
                             np.array(onehot, dtype=np.float64).reshape(len(queries), -1)])  # fmt: skip
-    cells = len(base[0])
-    return np.concatenate([np.stack(pair, axis=-1), np.broadcast_to(drug[:, None, :], (len(queries), cells, drug.shape[1]))],
-                          axis=-1)  # fmt: skip
+    q, c = base.shape
+    drug = np.broadcast_to(drug[:, None, :], (q, c, drug.shape[1]))
+    return np.concatenate([np.stack(pair, axis=-1), drug, np.broadcast_to(cell_x[None], (q, c, cell_x.shape[1]))], -1)
 
 
 def query_similarity(x: np.ndarray, references: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -152,14 +155,13 @@ class StackedFitted(Fitted):
         self, booster: Any, drug_ids: np.ndarray, cell_ids: np.ndarray, drugs: Drugs, fitted: Standardised,
         cell_x: np.ndarray, ks: tuple[int, ...], choices: dict[str, Any],
     ) -> None:  # fmt: skip
-        self.booster, self.drug_ids, self.cell_ids, self.drugs, self.standardised = booster, drug_ids, cell_ids, drugs, fitted
-        self.cell_x, self.ks, self.choices = cell_x, ks, choices
+        self.booster, self.drug_ids, self.cell_ids, self.drugs = booster, drug_ids, cell_ids, drugs
+        self.standardised, self.cell_x, self.ks, self.choices = fitted, cell_x, ks, choices
 
     def z(self, drugs: Drugs, fitted: Standardised, queries: np.ndarray) -> np.ndarray:
         """(Q, C) predicted z-scores of the query drugs on the model's cell lines."""
-        pair = features(drugs, fitted, queries, self.ks)
-        q, c, _ = pair.shape
-        x = np.concatenate([pair, np.broadcast_to(self.cell_x[None], (q, c, self.cell_x.shape[1]))], axis=-1)
+        x = features(drugs, fitted, queries, self.ks, self.cell_x)
+        q, c, _ = x.shape
         return self.booster.predict(x.reshape(q * c, -1), num_iteration=self.booster.best_iteration).reshape(q, c)
 
     def predict(self, query: Query) -> np.ndarray:
@@ -201,9 +203,9 @@ class StackedFitted(Fitted):
         arrays = {"x": self.drugs.x, "level": s.level, "scale": s.scale, "base": s.base, "residual": s.residual,
                   "measured": s.measured, "fitted": s.fitted.astype(np.uint8), "cell_x": self.cell_x}  # fmt: skip
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / self.ARRAYS))
+        annotations = {c: [sorted(v) for v in sets] for c, sets in self.drugs.annotations.items()}
         meta = {"drug_ids": self.drug_ids.tolist(), "cell_ids": self.cell_ids.tolist(), "choices": self.choices,
-                "ks": list(self.ks), "pathways": self.drugs.pathways,
-                "annotations": {c: [sorted(v) for v in sets] for c, sets in self.drugs.annotations.items()}}  # fmt: skip
+                "ks": list(self.ks), "pathways": self.drugs.pathways, "annotations": annotations}  # fmt: skip
         (folder / self.META).write_text(json.dumps(meta))
         return [self.BOOSTER, self.ARRAYS, self.META]
 
@@ -247,29 +249,26 @@ class Stacked(FittedModel):
         cell_x = cell_components(cells, train.any(axis=0), o.cell_components)
         unfitted = StackedFitted(None, inputs.drug_ids, inputs.cell_ids, drugs, None, cell_x, o.ks, {})
 
-        def rows(weight: np.ndarray, drugs_of: np.ndarray, fitted: Standardised) -> tuple[np.ndarray, ...]:
-            """Features, z-targets, weights and drug of each measured (drug, line) of ``drugs_of`` in ``weight``."""
-            pair = features(drugs, fitted, drugs_of, o.ks)
-            q, c, _ = pair.shape
-            x = np.concatenate([pair, np.broadcast_to(cell_x[None], (q, c, cell_x.shape[1]))], axis=-1)
-            keep = weight[drugs_of] > 0
-            z = (target[drugs_of] - fitted.level[drugs_of, None]) / fitted.scale[drugs_of, None]
-            return x[keep], z[keep], weight[drugs_of][keep], np.nonzero(keep)[0]
+        def training_set(weight: np.ndarray) -> tuple[lightgbm.Dataset, Standardised]:
+            """Every fitted drug's measured lines (features without the drug itself), its z-scores as targets."""
+            fitted = Standardised.fit(weight, target)
+            fit = np.flatnonzero(fitted.fitted)
+            keep = weight[fit] > 0
+            z = (target[fit] - fitted.level[fit, None]) / fitted.scale[fit, None]
+            x = features(drugs, fitted, fit, o.ks, cell_x)[keep]
+            return lightgbm.Dataset(x, z[keep], weight=weight[fit][keep], free_raw_data=False), fitted
 
-        fitted = Standardised.fit(count * train, target)
-        x_fit, y_fit, w_fit, _ = rows(count * train, np.flatnonzero(fitted.fitted), fitted)
-        pair = features(drugs, fitted, queries, o.ks)
-        x_val = np.concatenate([pair, np.broadcast_to(cell_x[None], (*pair.shape[:2], cell_x.shape[1]))], axis=-1)
-        keep = val[queries]
-        x_val, y_val, val_drug = x_val[keep], target[queries][keep], np.nonzero(keep)[0]
+        fit_set, fitted = training_set(count * train)
+        keep = val[queries]  # the validation drugs' lines, their features from the TRAIN drugs (as the held-out drug)
+        x_val, y_val = features(drugs, fitted, queries, o.ks, cell_x)[keep], target[queries][keep]
+        val_drug = np.nonzero(keep)[0]
 
         def drug_pcc(pred: np.ndarray, _: Any) -> tuple[str, float, bool]:
             return "drug-pcc", mean_drug_pcc(pred, y_val, val_drug), True
 
         params = {"objective": "regression", "learning_rate": o.shrinkage, "seed": fold.seed, "deterministic": True,
-                  "force_row_wise": True, "verbose": -1, "metric": "None", "min_data_in_leaf": o.min_leaf, "num_threads": 1,
-                  "max_bin": 63}  # fmt: skip
-        fit_set = lightgbm.Dataset(x_fit, y_fit, weight=w_fit, free_raw_data=False)
+                  "force_row_wise": True, "verbose": -1, "metric": "None", "min_data_in_leaf": o.min_leaf,
+                  "num_threads": 1, "max_bin": 63}  # fmt: skip
         val_set = lightgbm.Dataset(x_val, y_val, reference=fit_set)
         best: tuple[float, dict[str, Any]] = (-np.inf, {})
         for leaves in o.leaves:
@@ -282,14 +281,12 @@ class Stacked(FittedModel):
                 best = (score, {"leaves": leaves, "rounds": int(model.best_iteration)})
         score, chosen = best
         if not np.isfinite(score):
-            raise ModelError(f"fold {fold.name}: no validation drug has a defined PCC to choose the setting on "
-                             "(too few pairs for --min-leaf?)")
-
-        both = count * np.isin(fold.roles, (TRAIN, VAL))
-        final = Standardised.fit(both, target)
-        x_all, y_all, w_all, _ = rows(both, np.flatnonzero(final.fitted), final)
-        booster = lightgbm.train(params | {"num_leaves": chosen["leaves"]}, lightgbm.Dataset(x_all, y_all, weight=w_all),
-                                 max(chosen["rounds"], 1))  # fmt: skip
+            raise ModelError(
+                f"fold {fold.name}: no validation drug has a defined PCC to choose the setting on "
+                "(too few pairs for --min-leaf?)"
+            )
+        all_set, final = training_set(count * np.isin(fold.roles, (TRAIN, VAL)))
+        booster = lightgbm.train(params | {"num_leaves": chosen["leaves"]}, all_set, max(chosen["rounds"], 1))
         unfitted.booster, unfitted.standardised = booster, final
         unfitted.choices = chosen | {"level from k": o.ks[len(o.ks) // 2], "validation per-drug PCC": score,
                                      "validation drugs": len(queries)}  # fmt: skip
