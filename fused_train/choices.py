@@ -8,7 +8,7 @@ candidates of each choice.
 
 ``matching`` chooses its kriging noise among ``--kriging`` or no kriging at all; no kriging is the limit of infinite
 noise (the pilot's misses are then not carried to other lines), so it counts as the largest candidate. ``trees``
-stops boosting by validation: its rounds are a choice among 1 .. ``--max-rounds``.
+and ``stacked`` stop boosting by validation: their rounds are a choice among 1 .. ``--max-rounds``.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ SEARCHED: dict[str, dict[str, Searched]] = {
                  "kriging": Searched("kriging", none=True)},
     "trees": {"leaves": Searched("leaves"), "rounds": Searched("max_rounds", bound=True)},
     "completion": {"penalty": Searched("penalty")},
+    "stacked": {"leaves": Searched("leaves"), "rounds": Searched("max_rounds", bound=True)},
 }  # fmt: skip
 """Per fitted model, each choice it writes (``choices/<fold>.json``) -> where its candidates are."""
 WIDEN_SHARE = 0.25

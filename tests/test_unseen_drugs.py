@@ -19,7 +19,8 @@ from fused_cache import datasets
 from fused_cache.datasets import Dataset, DatasetError
 from fused_train.cli import make_cli
 from fused_train.data import Inputs
-from fused_train.models.neighbours import Neighbours, NeighboursOptions, row_pcc, similarity
+from fused_train.models.neighbours import Neighbours, NeighboursOptions, Standardised, row_pcc, similarity
+from fused_train.models.stacked import Drugs, Stacked, StackedOptions, features
 from fused_train.models.trees import Components, Trees, TreesOptions, mean_drug_pcc
 from fused_train.predict import load_model
 from fused_train.runs import RunError, RunSpec, folds_of, load_run_inputs, predictions, train
@@ -27,6 +28,7 @@ from fused_train.scaling import standardise
 from fused_train.splits import TEST, make_folds
 
 FAST_TREES = TreesOptions(leaves=(4, 8), max_rounds=30, stop_rounds=5, drug_components=3, cell_components=4)
+FAST_STACKED = StackedOptions(ks=(2, 4), leaves=(4, 8), max_rounds=30, stop_rounds=5, cell_components=3, min_leaf=20)
 
 
 def test_bundled_drugs_carry_their_targets_and_pathway(gdsc: Dataset) -> None:
@@ -109,10 +111,11 @@ def test_neighbours_learns_a_planted_pathway_profile_and_beats_the_cell_line_mea
 
 @pytest.mark.parametrize(
     "model",
-    [Neighbours(NeighboursOptions()), Trees(FAST_TREES), Trees(replace(FAST_TREES, tune_by="drug-pcc"))],
-    ids=["neighbours", "trees", "trees tuned by drug-pcc"],
-)
-def test_held_out_labels_never_influence_a_fitted_model(model: Neighbours | Trees) -> None:
+    [Neighbours(NeighboursOptions()), Trees(FAST_TREES), Trees(replace(FAST_TREES, tune_by="drug-pcc")),
+     Stacked(FAST_STACKED)],
+    ids=["neighbours", "trees", "trees tuned by drug-pcc", "stacked"],
+)  # fmt: skip
+def test_held_out_labels_never_influence_a_fitted_model(model: Neighbours | Trees | Stacked) -> None:
     """Scramble the held-out drug's ln IC50: every prediction and every choice stays the same."""
     inputs = _planted()
     fold = _lodo_folds(inputs)[5]
@@ -145,6 +148,26 @@ def test_a_fold_without_validation_drugs_is_refused() -> None:
         Neighbours(NeighboursOptions()).predict_fold(inputs, replace(fold, roles=roles))
     with pytest.raises(ValueError, match="no validation rows"):
         Trees(FAST_TREES).predict_fold(inputs, replace(fold, roles=roles))
+    with pytest.raises(ValueError, match="no drug has 3 or more validation cell lines"):
+        Stacked(FAST_STACKED).predict_fold(inputs, replace(fold, roles=roles))
+
+
+def test_stacked_sees_a_training_drug_as_if_it_were_unseen() -> None:
+    """The inner leave-one-drug-out: a reference drug's features are those it gets when its rows are dropped from
+    the fit (base(c) and every profile without it), i.e. what a held-out drug gets."""
+    inputs = _planted()
+    count, target = inputs.grid()
+    drugs = Drugs(inputs.drug, inputs.drug_annotations, sorted(set().union(*inputs.drug_annotations["target_pathway"])))
+    weight = count.astype(np.float64).copy()
+    weight[5, :7] = 0  # one drug measured on fewer lines: base(c) differs by line in how many drugs it averages
+    with_all = Standardised.fit(weight, target)
+    for d in (0, 5, 13):
+        without = weight.copy()
+        without[d] = 0
+        cell_x = inputs.cells["expression"]
+        alone = features(drugs, Standardised.fit(without, target), np.array([d]), (2, 4), cell_x)
+        np.testing.assert_allclose(features(drugs, with_all, np.array([d]), (2, 4), cell_x), alone, atol=1e-10)
+    assert not np.allclose(with_all.base, Standardised.fit(without, target).base)  # the check has teeth
 
 
 def test_no_model_option_shadows_a_run_option() -> None:
@@ -161,14 +184,16 @@ def test_runs_on_the_bundled_split_keep_the_held_out_drug_out(trained_on: tuple[
     assert np.isfinite(grid).all()
 
 
-@pytest.mark.parametrize("model", ["neighbours", "trees"])
+@pytest.mark.parametrize("model", ["neighbours", "trees", "stacked"])
 def test_a_saved_fold_reproduces_its_runs_held_out_drug(
     model: str, trained_on: tuple[str, Path], tmp_path: Path
 ) -> None:
     """The one model contract: a fitted model saves what it needs, and the saved fold predicts its held-out drug as
     the run did (the drug is new to it: neighbours from similar drugs, trees from its features)."""
-    options = {"k": [2]} if model == "neighbours" else {"leaves": [4], "max_rounds": 20, "drug_components": 3,
-                                                          "cell_components": 4}  # fmt: skip
+    options = {"neighbours": {"k": [2]},
+               "trees": {"leaves": [4], "max_rounds": 20, "drug_components": 3, "cell_components": 4},
+               "stacked": {"ks": [2, 3], "leaves": [4], "max_rounds": 20, "cell_components": 3,
+                           "min_leaf": 5}}[model]  # fmt: skip
     spec = RunSpec(model=model, drug_encoder="morgan", omics=("methylation",), dataset=trained_on[0], options=options)
     run = tmp_path / "run"
     train(spec, run, fold="0", cache_dir=trained_on[1], quiet=True, save_models=True)

@@ -104,16 +104,24 @@ def similarity(x: np.ndarray, references: np.ndarray) -> np.ndarray:
         size = bits.sum(axis=1)
         union = size[:, None] + size[None, :] - shared
         return np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
-    mean, sd = standardise(x[references])
-    scaled = (x - mean) / sd
-    norm = np.linalg.norm(scaled, axis=1, keepdims=True)
-    unit = scaled / np.where(norm > 0, norm, 1.0)
+    unit = unit_features(x, references)
     return unit @ unit.T
 
 
-def top_k(sim: np.ndarray, references: np.ndarray, k: int) -> np.ndarray:
-    """(A, A) weights of each drug's k most similar references (never itself): similarity, floored at 1e-3."""
-    candidates = np.where(references[None, :] & ~np.eye(len(sim), dtype=bool), sim, -np.inf)
+def unit_features(x: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """(A, d) features standardised on the references, each row scaled to unit length: their dot products are the
+    cosine similarity."""
+    mean, sd = standardise(x[references])
+    scaled = (x - mean) / sd
+    norm = np.linalg.norm(scaled, axis=1, keepdims=True)
+    return scaled / np.where(norm > 0, norm, 1.0)
+
+
+def top_k(sim: np.ndarray, references: np.ndarray, k: int, queries: np.ndarray | None = None) -> np.ndarray:
+    """(A, A) weights of each drug's k most similar references (never itself): similarity, floored at 1e-3. With
+    ``queries``, ``sim`` holds only those drugs' rows (Q, A) and so does the result."""
+    own = np.eye(len(sim), dtype=bool) if queries is None else np.arange(sim.shape[1])[None, :] == queries[:, None]
+    candidates = np.where(references[None, :] & ~own, sim, -np.inf)
     order = np.argsort(-candidates, axis=1, kind="stable")[:, :k]
     rows = np.arange(len(sim))[:, None]
     chosen = candidates[rows, order]

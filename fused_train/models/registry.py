@@ -41,6 +41,7 @@ MODELS: dict[str, str] = {
     "trees": "fused_train.models.trees:Trees",
     "matching": "fused_train.models.matching:Matching",
     "completion": "fused_train.models.completion:Completion",
+    "stacked": "fused_train.models.stacked:Stacked",
 }
 
 
