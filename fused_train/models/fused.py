@@ -43,6 +43,7 @@ class FusedOptions:
 class FusedSlots(SlotModel):
     Options = FusedOptions
     drug_inputs = ("dense",)
+    pairs_independent = True
 
     def __init__(self, n_slots: int, shapes: InputShapes, options: FusedOptions = FusedOptions()) -> None:
         super().__init__(n_slots)

@@ -30,6 +30,9 @@ class SlotModel(nn.Module):
     Options: ClassVar[type]
     drug_inputs: ClassVar[tuple[str, ...]] = ("dense",)
     """Drug store kinds the model accepts: "dense" and/or "graph"."""
+    pairs_independent: ClassVar[bool] = False
+    """A pair's prediction depends on its own drug and cell line only (no batch statistics, no random draws per row):
+    the engine may then leave drugs without TRAIN pairs out of a training step."""
 
     @classmethod
     def drug_tensor(cls, drug: np.ndarray | Any, device: torch.device) -> Any:
