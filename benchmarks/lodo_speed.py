@@ -2,6 +2,7 @@
 
     python benchmarks/lodo_speed.py [--folds 8] [--epochs 2] [--full]
     python benchmarks/lodo_speed.py --adapter [--folds 8]
+    python benchmarks/lodo_speed.py --against CHECKOUT [--folds 8] [--epochs 2] [--rounds 3]
 
 Both train FUSED (drug + expression + methylation + mutation tokens, width 128, 4 heads, MLP 512-256-64-1) on the
 same LODO folds of the bundled data for a fixed number of epochs, with the same scalers and validation. The reference
@@ -17,11 +18,24 @@ batch) against the same module in a per-fold DataLoader loop (Adam, shuffled bat
 both stopping on validation RMSE with the same patience. Printed: each one's best validation RMSE, and the time each
 needs to reach, on every fold, the worse of the two bests (the same validation accuracy; the loop trains the folds
 one after another, the engine together), and their ratio (target: the adapter wins, ratio > 1).
+
+``--against CHECKOUT``: this tree's engine against another checkout's (e.g. ``git worktree add /tmp/ref 8a7a6e3``) on
+the same LODO folds and epochs (``engine_epochs.py``, run in a subprocess with PYTHONPATH set to each tree in turn,
+alternating for ``--rounds`` rounds, so that both see the same load on a shared machine), with the bf16 and fp32
+matmul rates measured in the same rounds. Printed: seconds per fold-epoch of both (median over rounds, wall and CPU),
+their ratio (target >= 1.96x: 13 min 45 s -> 7 min for all 223 folds), and each one's FLOP rate (FLOPs per
+fold-epoch counted by FlopCounterMode) as a fraction of the bf16 matmul rate (target >= 40%), and this tree's time at
+the reference's FLOP count (it leaves out the validation drugs' pairs, which the reference computes).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import resource
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -178,13 +192,78 @@ def adapter_row(n_folds: int, batch_size: int) -> None:
                f"adapter {loop_s / engine_s:.1f}x faster (target > 1)")  # fmt: skip
 
 
+def run_engine(checkout: Path, n_folds: int, epochs: int, flops: bool = False) -> dict[str, float]:
+    """``engine_epochs.py`` in a fresh process importing ``fused_train`` from ``checkout``."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    command = [sys.executable, str(Path(__file__).with_name("engine_epochs.py")), "--folds", str(n_folds),
+               "--epochs", str(epochs), *(["--flops"] if flops else [])]  # fmt: skip
+    done = subprocess.run(command, env=env, cwd=checkout, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise click.ClickException(f"engine_epochs.py with {checkout} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def against_row(reference: Path, n_folds: int, epochs: int, rounds: int) -> None:
+    """This tree's engine against ``reference``'s, alternating, with the matmul rates measured in the same rounds."""
+    trees = {"reference": reference.resolve(), "this tree": Path(__file__).resolve().parents[1]}
+    times: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    rates: dict[torch.dtype, list[float]] = {torch.bfloat16: [], torch.float32: []}
+    flops = {name: run_engine(tree, n_folds, 1, flops=True)["flops_per_fold_epoch"] for name, tree in trees.items()}
+    click.echo(f"{n_folds} LODO folds x {epochs} epochs per round, {rounds} rounds; load average before: "
+               f"{load_average()}")  # fmt: skip
+    for k in range(rounds):
+        for name, tree in trees.items():
+            times[name].append(run_engine(tree, n_folds, epochs))
+            one = times[name][-1]
+            click.echo(f"  round {k + 1} {name:9s}: {one['seconds'] / one['fold_epochs']:.3f} s per fold-epoch wall, "
+                       f"{one['cpu_seconds'] / one['fold_epochs']:.3f} s CPU (load {load_average()})")  # fmt: skip
+        for dtype in rates:
+            rates[dtype].append(matmul_gflops(dtype))
+    bf16 = statistics.median(rates[torch.bfloat16])
+    click.echo(
+        f"matmul rate here (median of rounds, {torch.get_num_threads()} threads): bf16 {bf16:.0f} GFLOP/s, "
+        f"fp32 {statistics.median(rates[torch.float32]):.0f} GFLOP/s; load average after: {load_average()}"
+    )
+    per = {}
+    for name in trees:
+        wall = statistics.median(t["seconds"] / t["fold_epochs"] for t in times[name])
+        cpu = statistics.median(t["cpu_seconds"] / t["fold_epochs"] for t in times[name])
+        per[name] = wall, cpu
+        rate = flops[name] / wall / 1e9
+        click.echo(
+            f"{name:9s}: {wall:.3f} s per fold-epoch wall ({cpu:.3f} s CPU), {flops[name] / 1e9:.1f} GFLOP per "
+            f"fold-epoch, {rate:.0f} GFLOP/s = {rate / bf16:.0%} of the bf16 matmul rate (target >= 40%)"
+        )
+    effective = flops["reference"] / per["this tree"][0] / 1e9
+    click.echo(f"this tree at the reference's FLOPs per fold-epoch (the work it leaves out counted as done): "
+               f"{effective:.0f} GFLOP/s = {effective / bf16:.0%} of the bf16 matmul rate")  # fmt: skip
+    click.echo(
+        f"speed-up of this tree: {per['reference'][0] / per['this tree'][0]:.2f}x wall, "
+        f"{per['reference'][1] / per['this tree'][1]:.2f}x CPU (target >= 1.96x)"
+    )
+
+
 @click.command()
 @click.option("--folds", "n_folds", default=8, show_default=True, help="LODO folds trained by both.")
 @click.option("--epochs", default=2, show_default=True, help="Fixed epochs per fold (no early stopping).")
 @click.option("--batch-size", default=512, show_default=True, help="Reference loop's pairs per batch.")
 @click.option("--full", is_flag=True, help="Also time all 223 folds with early stopping (fused-train run defaults).")
 @click.option("--adapter", is_flag=True, help="Only the plain-module row: adapter against a per-fold loop.")
-def main(n_folds: int, epochs: int, batch_size: int, full: bool, adapter: bool) -> None:
+@click.option(
+    "--against",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Only this tree's engine against the one of another checkout (a directory), alternating.",
+)
+@click.option("--rounds", default=3, show_default=True, help="Alternating rounds of --against.")
+def main(n_folds: int, epochs: int, batch_size: int, full: bool, adapter: bool, against: Path | None,
+         rounds: int) -> None:  # fmt: skip
+    if against is not None:
+        against_row(against, n_folds, epochs, rounds)
+        return
     if adapter:
         adapter_row(n_folds, batch_size)
         return

@@ -257,9 +257,17 @@ class Trainer:
         """One pass over the grid in tiles of drugs x cell lines, every slot in its own order (drawn from its fold's
         name and epoch). Tiles all have the same shape: the last tile of a row or column is filled up with entities
         from the start of the order, masked out of the loss, so each grid cell is trained on once per epoch.
+        When one tile holds every drug and the model's pairs are independent (``SlotModel.pairs_independent``), each
+        slot's tile holds only its drugs with TRAIN pairs: the others (a LODO fold's held-out and validation drugs)
+        weigh nothing in the loss, so leaving them out changes nothing but the time.
         ``tick`` is called after every step (progress lines during long epochs)."""
         (n_drugs, a), (n_cells, c) = self.drug_tiles, self.cell_tiles
-        drugs, drug_ok = _padded_orders([rng(s.fold.name, s.epoch, "drugs").permutation(n_drugs) for s in slots], a)
+        drug_orders = [rng(s.fold.name, s.epoch, "drugs").permutation(n_drugs) for s in slots]
+        if a == n_drugs and net.pairs_independent:
+            trained = [((s.fold.roles == TRAIN) & (self.count_np > 0)).any(axis=1) for s in slots]
+            drug_orders = [order[rows[order]] for order, rows in zip(drug_orders, trained, strict=True)]
+            a = max(len(order) for order in drug_orders)
+        drugs, drug_ok = _padded_orders(drug_orders, a)
         cells, cell_ok = _padded_orders([rng(s.fold.name, s.epoch).permutation(n_cells) for s in slots], c)
         per_row = cells.shape[1] // c
         n_tiles = drugs.shape[1] // a * per_row
@@ -390,7 +398,8 @@ def _span(values: list[float]) -> str:
 
 
 def _padded_orders(orders: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Orders (S, n) filled up to a multiple of ``size`` with their first entries, and which positions are real."""
-    n = -(-len(orders[0]) // size) * size
+    """Orders (S, n) filled up to a multiple of ``size`` (of the longest) with their first entries, and which
+    positions are real."""
+    n = -(-max(len(order) for order in orders) // size) * size
     padded = np.stack([np.resize(order, n) for order in orders])
-    return padded, np.broadcast_to(np.arange(n) < len(orders[0]), padded.shape)
+    return padded, np.arange(n)[None, :] < np.array([len(order) for order in orders])[:, None]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from helpers import scramble_test_labels, tiny_spec
 
 from fused_train.engine import SELECT_BY, Execution, TrainConfig, Trainer
+from fused_train.models.fused import FusedSlots
 from fused_train.runs import folds_of, load_run_inputs
 from fused_train.splits import TRAIN
 
@@ -83,3 +85,29 @@ def test_an_unknown_or_unresolved_selection_metric_is_refused(trained_on: tuple[
     trainer, _ = _trainer(*trained_on, slots=1)
     with pytest.raises(ValueError, match="RunSpec resolves auto from the split"):
         Trainer(trainer.inputs, trainer.model, trainer.options, TrainConfig(), Execution())
+
+
+def test_leaving_out_drugs_without_training_pairs_changes_nothing_but_time(
+    trained_on: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FUSED's training steps leave out each fold's held-out and validation drugs (they weigh nothing in the loss):
+    the same folds trained with every drug in every step give the same predictions, up to float rounding."""
+    widths = []
+    step_losses = Trainer._step_losses
+
+    def recording(self: Trainer, net: object, scalers: dict, roles: object, rows: Any, *args: Any) -> Any:
+        widths.append(rows.shape[1])
+        return step_losses(self, net, scalers, roles, rows, *args)
+
+    monkeypatch.setattr(Trainer, "_step_losses", recording)
+    skipping, folds = _trainer(*trained_on, slots=2)
+    fast = {r.fold.name: r for r in skipping.run(folds[:2], quiet=True)}
+    n_drugs = skipping.inputs.shape[0]
+    assert widths and max(widths) < n_drugs  # the held-out and validation drugs were left out
+    monkeypatch.setattr(FusedSlots, "pairs_independent", False)
+    widths.clear()
+    every, _ = _trainer(*trained_on, slots=2)
+    for result in every.run(folds[:2], quiet=True):
+        assert result.best_epoch == fast[result.fold.name].best_epoch
+        np.testing.assert_allclose(result.test_pred, fast[result.fold.name].test_pred, atol=2e-4)
+    assert set(widths) == {n_drugs}
