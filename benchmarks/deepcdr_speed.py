@@ -12,8 +12,9 @@ first LODO folds of the bundled data (DeepCDR, methylation + mutation cells, all
   new (CPU time is the steadier figure on a shared machine). Target: >= 2.5x.
 - equality: fp32 and no dropout (the random masks are drawn differently, so only a run without them can agree), the
   same folds and seeds for ``--equality-epochs`` epochs; printed: each fold's best epoch in both, the largest
-  difference of the validation RMSE curves and of the test predictions (ln IC50): float rounding only, if the two
-  compute the same model.
+  difference of the validation RMSE curves and of the test predictions (ln IC50). Two codes that compute the same
+  model but add in another order drift apart here: BatchNorm over nearly constant GCN features amplifies fp32
+  rounding through training (docs/results.md, "DeepCDR in LODO").
 
 The machine's load average is printed beside each figure: on a shared machine only the ratio is meaningful.
 """

@@ -20,11 +20,10 @@
 On the grid: the drug branch runs once per drug and each cell branch once per cell line of the tile. Dense(300) is
 linear in the concatenation, so it splits into a per-drug and a per-cell term added on the (drug x cell) grid; tanh,
 dropout and the convolution stack then run per pair: the first convolution and its max-pooling as products with
-banded matrices (``_head``), the next two with ``F.conv1d``. The mutation branch's
-convolutions are products with the unfolded input (6x faster in bf16 than ``F.conv1d``, whose weight gradient is slow
-here). ``benchmarks/deepcdr_speed.py`` measures the speed against the previous code (padding atoms computed one by
-one, a float32 head, one Bernoulli draw per dropout element) and that both give the same predictions without
-dropout.
+banded matrices (``_head``), the next two with ``F.conv1d``. The mutation branch's convolutions are products with the
+unfolded input (6x faster in bf16 than ``F.conv1d``, whose weight gradient is slow here).
+``benchmarks/deepcdr_speed.py`` measures the speed against the previous code (padding atoms computed one by one, a
+float32 head, one random word per dropout element) and that both give the same predictions without dropout.
 
 Independence of folds and of held-out data: BatchNorm statistics are per slot and, in training, computed only on the
 slot's TRAIN entities (``set_train_rows``: drugs, and cell lines of the tile, that have TRAIN pairs in the fold), so a
@@ -216,7 +215,7 @@ class DeepCDRSlots(SlotModel):
 
         An element is kept where a uniform 16-bit draw is at least ``round(rate * 65536)``: with keep probability
         within 1e-5 of 1 - rate, scaled by its exact inverse (the expectation is x). Four draws come from each
-        64-bit word of the generator: 2.7x faster than ``bernoulli_`` here, which draws one per element."""
+        64-bit word of the generator (``bernoulli_`` draws one word per element, a large share of a step)."""
         if not self.training or rate == 0:
             return x
         dropped = round(rate * 65536)
@@ -334,7 +333,8 @@ class DeepCDRSlots(SlotModel):
         toeplitz = toeplitz.permute(2, 0, 3, 1, 4).reshape(p0, S, HEAD, f0 * pooled)
         h = x @ toeplitz[0]
         for j in range(1, p0):
-            h = _Maximum.apply(h, x @ toeplitz[j])
+            h = _Maximum.apply(h, x @ toeplitz[j])  # max-pooling over the window
+        # ReLU after the pooling (they commute) and the bias (one per filter) too
         h = torch.relu(h.view(S, n, f0, pooled) + self.head_conv_0_b[:, None, :, None].to(h.dtype))
         out = []
         for s, hs in enumerate(h.unbind(0)):  # per slot: each has its own kernels (unbind: no per-slot zero fill)
