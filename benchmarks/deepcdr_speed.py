@@ -5,7 +5,7 @@
         [--equality-folds 2] [--equality-epochs 2]
 
 Each measurement runs in a subprocess with ``PYTHONPATH`` set to one tree (the reference, then this one), on the same
-first LODO folds of the bundled data (DeepCDR, methylation + mutation cells, all folds as slots of one batch):
+first LODO folds of the bundled data (DeepCDR; expression, methylation, mutation; the folds as slots of one batch):
 
 - speed: the default settings (bf16 where the CPU has it, DeepCDR's dropout), ``--epochs`` epochs; printed: wall and
   CPU seconds per fold-epoch of both (training and validation, as ``fused-train run`` spends them) and reference /
@@ -94,7 +94,7 @@ def main(reference: Path | None, folds: int, epochs: int, drug_encoder: str, equ
     if reference is None:
         raise click.UsageError("--reference DIR: a checkout of the code to compare against")
     trees = {"reference": reference.resolve(), "new": HERE}
-    print(f"DeepCDR ({drug_encoder}), LODO, methylation + mutation; reference {trees['reference']}, new {HERE}")
+    print(f"DeepCDR ({drug_encoder}), LODO, expression, methylation, mutation; reference {trees['reference']}")
     speed = {name: measure(tree, folds, epochs, drug_encoder, exact=False) for name, tree in trees.items()}
     per = {name: r["seconds"] / (folds * epochs) for name, r in speed.items()}
     cpu = {name: r["cpu"] / (folds * epochs) for name, r in speed.items()}
