@@ -62,6 +62,9 @@ class _Split(click.Choice):
         return split_of(super().convert(value, param, ctx)).name
 
 
+FOLD_HELP = "all, N, N-M, fold names, or sample:N[:SEED] (N folds drawn with SEED; LODO: stratified by target pathway)."
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return _Numbers().convert(text, None, None)
 
@@ -213,7 +216,7 @@ def make_cli() -> click.Group:
     @cli.command()
     @_spec_options
     @_split_option
-    @click.option("--fold", default="all", show_default=True, help="all, N, N-M, or fold names.")
+    @click.option("--fold", default="all", show_default=True, help=FOLD_HELP)
     @click.option("--lr", type=float, default=_TRAIN.lr, show_default=True, help="Adam learning rate.")
     @with_options(run_options)
     @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<name>).")
@@ -446,7 +449,7 @@ def make_cli() -> click.Group:
     @cli.command()
     @click.option("--split", type=_Split(), default="lodo", show_default=True, help="drug-known/LPO, lodo/LDO, "
                   "cell-out/LCO, tissue-out/LTO: the folds drevalpy will use (its --test_mode).")  # fmt: skip
-    @click.option("--fold", default="all", show_default=True, help="all, N, N-M, or fold names.")
+    @click.option("--fold", default="all", show_default=True, help=FOLD_HELP)
     @_store_options
     @click.option(
         "--out",

@@ -35,7 +35,7 @@ from fused_cache import datasets, open_store
 from fused_cache.export import drevalpy_cells, export
 from fused_cache.stores import StoreNotFound
 from fused_train.pairs import EmbeddingPairs, membership
-from fused_train.runs import RunError
+from fused_train.runs import RunError, fold_strata
 from fused_train.splits import select
 
 TEST_MODES = {"drug-known": "LPO", "lodo": "LDO", "cell-out": "LCO", "tissue-out": "LTO"}
@@ -107,7 +107,8 @@ def write_drevalpy_dataset(
         raise RunError(f"{folder} exists; pass another data path or --name, or delete it")
     pairs = EmbeddingPairs.from_stores(dataset, drug_encoder, list(cell_encoders), cache_dir)
     inputs, ds = pairs.inputs, datasets.load(dataset)
-    chosen = select([f for seed in seeds for f in pairs.folds(split, seed)], fold)
+    folds = [f for seed in seeds for f in pairs.folds(split, seed)]
+    chosen = select(folds, fold, fold_strata(folds, inputs))
     measure = MEASURES.get(ds.response, ds.response)
     result = DrevalpyDataset(folder, folds=len(chosen), pairs=len(inputs.pairs))
     tmp = data_path / f".{name}.{os.getpid()}.tmp"

@@ -303,16 +303,29 @@ def train(
     precision = resolve_precision(spec.train.precision, execution.device)
     spec = replace(spec, train=replace(spec.train, precision=precision))  # the run records what it really used
     inputs = load_run_inputs(spec, cache_dir)
-    chosen = select(folds_of(spec, inputs), fold)  # before the run directory exists: a bad --fold leaves nothing
+    folds = folds_of(spec, inputs)  # selected before the run directory exists: a bad --fold leaves nothing
+    chosen = select(folds, fold, fold_strata(folds, inputs))
     prepare(spec, run_dir)
     record_provenance(run_dir, inputs)
     with log_to(run_dir / "run.log"):
         if save:
             protect_models(run_dir / "models", inputs, cache_dir)
         log.info("%s: %d folds selected (--fold %s); inputs %s", spec.name, len(chosen), fold, inputs.describe())
+        if fold.startswith("sample:"):  # the drawn folds, for anyone comparing other runs on the same ones
+            log.info("--fold %s: %s", fold, ", ".join(f.name for f in chosen))
         trained = _train_chosen(spec, run_dir, inputs, chosen, cache_dir, execution, quiet, save)
         log.info("%s: trained %d folds now, %d finished in all", spec.name, len(trained), len(finished(run_dir)))
     return trained
+
+
+def fold_strata(folds: list[Fold], inputs: Inputs) -> list[str]:
+    """What ``--fold sample:N`` stratifies by: each fold's held-out drugs' target pathways (``;``-joined; "unknown"
+    without one); one stratum for splits that hold out no drugs or a dataset without pathways."""
+    pathways = inputs.drug_annotations.get("target_pathway")
+    if not folds or split_of(folds[0].split).holds_out != "drug" or not pathways or not any(pathways):
+        return [""] * len(folds)
+    held_out = [np.flatnonzero((f.roles == TEST).any(axis=1)) for f in folds]
+    return [";".join(sorted({p for d in drugs for p in pathways[d]})) or "unknown" for drugs in held_out]
 
 
 def protect_models(models: Path, inputs: Inputs, cache_dir: str | Path | None) -> None:

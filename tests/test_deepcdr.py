@@ -312,3 +312,100 @@ def test_cli_trains_deepcdr_with_its_options(with_mutation: tuple[str, Path], tm
     refused = CliRunner().invoke(cli, [*args[:-2], "--pooling", "sum", "--out", str(tmp_path / "bad")],
                                  standalone_mode=False)  # fmt: skip
     assert "pooling must be average or max" in str(refused.exception)
+
+
+# -- the fast GCN and head against straightforward computations -----------------------------------------------------
+
+
+def _random_graphs(sizes: list[int], dim: int, seed: int) -> Graphs:
+    """Random molecules of the given atom counts: a chain plus random extra bonds, both directions listed."""
+    rng = np.random.default_rng(seed)
+    edges, atom_offsets, edge_offsets = [], [0], [0]
+    for n in sizes:
+        bonds = {(i, i + 1) for i in range(n - 1)} | {
+            tuple(sorted(rng.choice(n, 2, replace=False))) for _ in range(n // 3)
+        }
+        pairs = np.array([e for a, b in sorted(bonds) for e in ((a, b), (b, a))], dtype=np.int64).reshape(-1, 2)
+        edges.append(pairs)
+        atom_offsets.append(atom_offsets[-1] + n)
+        edge_offsets.append(edge_offsets[-1] + len(pairs))
+    features = rng.random((sum(sizes), dim)).astype(np.float32)
+    return Graphs(features, np.array(atom_offsets), np.concatenate(edges), np.array(edge_offsets))
+
+
+@pytest.mark.parametrize("pooling", ["average", "max"])
+def test_gcn_equals_padded_dense_computation_in_training(pooling: str) -> None:
+    """Training mode without dropout: the GCN (padding as one weighted row per drug) gives DeepCDR's padded
+    computation (every molecule zero-padded to pad_atoms atoms with a self loop, BatchNorm over all atoms of TRAIN
+    drugs, padding included, pooling over pad_atoms atoms), and the same running statistics."""
+    pad, sizes = 12, [5, 12, 1, 9, 7]
+    graphs = _random_graphs(sizes, dim=6, seed=0)
+    options = DeepCDROptions(gcn=(8, 4), branch=(8, 4), dropout=0.0, dropout_out=0.0, pad_atoms=pad, pooling=pooling)
+    model = DeepCDRSlots(2, InputShapes(6, "graph", {"expression": 3}), options)
+    for s in range(2):
+        model.reset_slot(s, seed=s)
+    train_drugs = torch.tensor([[1, 1, 0, 1, 1], [0, 1, 1, 1, 1]], dtype=torch.bool)
+    model.train()
+    got = model._gcn_forward(DeepCDRSlots.drug_tensor(graphs, torch.device("cpu")), train_drugs)
+    for s in range(2):
+        p = {name: t[s] for name, t in model.named_parameters()}
+        x = torch.zeros(len(sizes), pad, 6)
+        adj = torch.eye(pad).repeat(len(sizes), 1, 1)
+        for d, n in enumerate(sizes):
+            x[d, :n] = torch.from_numpy(graphs.atom_features[graphs.atom_offsets[d] : graphs.atom_offsets[d + 1]])
+            e = graphs.edges[graphs.edge_offsets[d] : graphs.edge_offsets[d + 1]]
+            block = torch.eye(n)
+            block[e[:, 0], e[:, 1]] = 1
+            degree = block.sum(1)
+            adj[d, :n, :n] = block / torch.sqrt(degree[:, None] * degree[None, :])
+        for i in range(2):
+            h = torch.relu(adj @ (x @ p[f"gcn_{i}"] + p[f"gcn_{i}_b"]))  # (drugs, pad, w)
+            rows = h[train_drugs[s]].flatten(0, 1)
+            mean, var = rows.mean(0), rows.var(0, unbiased=False)
+            x = (h - mean) / torch.sqrt(var + 1e-3) * p[f"gcn_{i}_bn_g"] + p[f"gcn_{i}_bn_b"]
+            # Keras' moving average after one update, debiased: the batch mean and the unbiased variance
+            torch.testing.assert_close(model.get_buffer(f"gcn_{i}_bn_mean")[s] / 0.1, mean, rtol=1e-5, atol=1e-5)
+            unbiased = var * len(rows) / (len(rows) - 1 - 1e-3)
+            torch.testing.assert_close(model.get_buffer(f"gcn_{i}_bn_var")[s] / 0.1, unbiased, rtol=1e-4, atol=1e-5)
+        expected = x.mean(1) if pooling == "average" else x.amax(1)
+        torch.testing.assert_close(got[s], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_head_equals_direct_convolutions() -> None:
+    """The head (banded matrices, all slots in one product, bf16-safe bias) equals DeepCDR's direct convolution
+    stack (F.conv1d, max-pooling, channel-major flatten, Dense(1)) on random inputs, values and gradients."""
+    model = DeepCDRSlots(3, InputShapes(6, "dense", {"expression": 3}), DeepCDROptions(branch=(8, 4)))
+    for s in range(3):
+        model.reset_slot(s, seed=s)
+    model.eval()  # no dropout
+    x = torch.randn(3, 7, 300, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    got = model._head(x)
+    expected = []
+    for s in range(3):
+        h = x[s][:, None]  # (n, 1, 300)
+        for i, pool in enumerate((2, 3, 3)):
+            conv = F.conv1d(h, getattr(model, f"head_conv_{i}")[s], getattr(model, f"head_conv_{i}_b")[s])
+            h = F.max_pool1d(torch.relu(conv), pool)
+        expected.append(h.flatten(1) @ model.out[s, :, 0] + model.out_b[s, 0])
+    expected = torch.stack(expected)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(got.sum(), [x, model.head_conv_0, model.head_conv_1])
+    wanted = torch.autograd.grad(expected.sum(), [x, model.head_conv_0, model.head_conv_1])
+    for a, b in zip(grads, wanted, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_keeps_its_rate_and_expectation() -> None:
+    """The 16-bit draws keep each element with probability 1 - rate (to 1e-5) and scale by its inverse: the mean
+    of x is kept, the share of zeros is the rate, and a slot's masks come from its own generator."""
+    model = DeepCDRSlots(2, InputShapes(6, "dense", {"expression": 3}), DeepCDROptions(branch=(8, 4)))
+    for s in range(2):
+        model.reset_slot(s, seed=7)  # the same fold seed in both slots: the same masks
+    model.train()
+    x = torch.ones(2, 1000, 301)
+    out = model._dropout(x, 0.1)
+    assert torch.equal(out[0], out[1])
+    zeros = (out == 0).float().mean().item()
+    assert abs(zeros - 0.1) < 0.003 and abs(out.mean().item() - 1) < 0.005
+    scale = torch.tensor(65536 / (65536 - round(0.1 * 65536)))
+    assert torch.equal(torch.unique(out), torch.stack([torch.tensor(0.0), scale]))

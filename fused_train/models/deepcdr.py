@@ -4,7 +4,8 @@
 - Drug, graph store: GraphConv layers of widths ``gcn`` (256-256-256-100), each h' = Â (h W + b) (the bias is inside
   the propagated term, Â = D^-1/2 (A + I) D^-1/2), then ReLU -> BatchNorm -> Dropout(0.1); global average pooling
   (``--pooling max``: max). Like DeepCDR's fixed-size batches, every molecule is padded to ``pad_atoms`` (100) atoms
-  with zero features and only a self loop; the padded atoms enter BatchNorm and pooling as they do there.
+  with zero features and only a self loop; the padded atoms enter BatchNorm and pooling as they do there (computed as
+  one row per drug that counts for all its padding atoms: they hold the same state).
 - Drug, dense store (the FM variant: an FM embedding replaces the GCN): the omics subnetwork below over the embedding.
 - Expression, methylation and any other dense cell token (an scFM embedding): Dense(256, tanh) -> BatchNorm ->
   Dropout(0.1) -> Dense(100, relu) (``branch``).
@@ -18,11 +19,11 @@
 
 On the grid: the drug branch runs once per drug and each cell branch once per cell line of the tile. Dense(300) is
 linear in the concatenation, so it splits into a per-drug and a per-cell term added on the (drug x cell) grid; tanh,
-dropout and the convolution stack then run per pair. The head's first convolution (one input channel, width 150) and
-its max-pooling are two matrix products with Toeplitz matrices and their elementwise maximum: a training step of the
-full model (3 slots, bf16) took 1.5x less time and 0.8 GB less peak memory than with ``F.conv1d`` and
-``F.max_pool1d``. The mutation branch's convolutions are products with the unfolded input (6x faster in bf16 than
-``F.conv1d``, whose weight gradient is slow here).
+dropout and the convolution stack then run per pair: the first convolution and its max-pooling as products with
+banded matrices (``_head``), the next two with ``F.conv1d``. The mutation branch's convolutions are products with the
+unfolded input (6x faster in bf16 than ``F.conv1d``, whose weight gradient is slow here).
+``benchmarks/deepcdr_speed.py`` measures the speed against the previous code (padding atoms computed one by one, a
+float32 head, one random word per dropout element) and that both give the same predictions without dropout.
 
 Independence of folds and of held-out data: BatchNorm statistics are per slot and, in training, computed only on the
 slot's TRAIN entities (``set_train_rows``: drugs, and cell lines of the tile, that have TRAIN pairs in the fold), so a
@@ -35,6 +36,9 @@ Deliberate deviations (and the README's list of what the engine does differently
 - Running statistics keep ``bn_momentum`` = 0.9 of the old average per step, not Keras's 0.99: DeepCDR takes ~1,600
   steps per epoch, this engine ~9 (all drugs x 64 cell lines), so 0.99 would average over ten stale epochs.
 - Mutation is gene-level (theirs locus-level); the convolution runs over genes in alphabetical order.
+- In training, a drug's padding atoms share one dropout mask per GCN layer (in DeepCDR each atom has its own); dropout
+  keeps an element with probability round(65536 (1 - rate)) / 65536 (within 1e-5 of 1 - rate) and scales by its
+  inverse; the head's two dropouts in a row (0.1, 0.2) are one of rate 0.28, the same distribution.
 """
 
 from __future__ import annotations
@@ -207,17 +211,25 @@ class DeepCDRSlots(SlotModel):
     # -- layers -----------------------------------------------------------------------------------------------------
 
     def _dropout(self, x: Tensor, rate: float) -> Tensor:
-        """Inverted dropout of x (S, ...), each slot's mask drawn from that slot's generator; identity in eval."""
+        """Inverted dropout of x (S, ...), each slot's mask drawn from that slot's generator; identity in eval.
+
+        An element is kept where a uniform 16-bit draw is at least ``round(rate * 65536)``: with keep probability
+        within 1e-5 of 1 - rate, scaled by its exact inverse (the expectation is x). Four draws come from each
+        64-bit word of the generator (``bernoulli_`` draws one word per element, a large share of a step)."""
         if not self.training or rate == 0:
             return x
-        keep = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+        dropped = round(rate * 65536)
+        n = x[0].numel()
+        bits = torch.empty(len(self._generators), -(-n // 4), dtype=torch.int64, device=x.device)
         for s, generator in enumerate(self._generators):
-            keep[s].bernoulli_(1 - rate, generator=generator)
-        return x * keep * (1 / (1 - rate))
+            bits[s].random_(-(2**63), None, generator=generator)  # all 64 bits uniform
+        keep = bits.view(torch.int16)[:, :n].view(x.shape) >= dropped - 32768
+        return (x * keep).mul_(65536 / (65536 - dropped))
 
     def _bn(self, name: str, x: Tensor, rows: Tensor | None) -> Tensor:
-        """BatchNorm of x (S, n, w) over its n rows: in training with the statistics of the rows marked in ``rows``
-        (S, n) (all if None), which also update the running statistics; in eval with the running statistics."""
+        """BatchNorm of x (S, n, w) over its n rows: in training with the statistics of the rows weighted by ``rows``
+        (S, n: 0/1 marks, or how many rows a row stands for; all once if None), which also update the running
+        statistics; in eval with the running statistics."""
         mean_sum, var_sum, updates = (getattr(self, f"{name}_{k}") for k in ("mean", "var", "updates"))
         debias = (1 - self.options.bn_momentum**updates).clamp(min=1e-12)[:, None]
         run_mean = torch.where(updates[:, None] > 0, mean_sum / debias, 0.0)  # (S, w); Keras starts at 0 and 1
@@ -258,67 +270,80 @@ class DeepCDRSlots(SlotModel):
             weight, bias = getattr(self, f"mutation_conv_{i}"), getattr(self, f"mutation_conv_{i}_b")
             windows = h.unfold(2, width, stride)  # (S, c, L', channels, width)
             n = windows.shape[2]
-            h = windows.reshape(S, c * n, -1) @ weight.flatten(2).transpose(1, 2) + bias[:, None]
+            h = windows.reshape(S, c * n, -1) @ weight.flatten(2).transpose(1, 2)
+            h = h + bias[:, None].to(h.dtype)  # a float32 bias would promote the product to float32
             h = (torch.tanh if i == 0 else torch.relu)(h).view(S, c, n, filters)
             h = h[:, :, : n // pool * pool].reshape(S, c, n // pool, pool, filters).amax(3)  # (S, c, L'', filters)
         h = torch.relu(linear(h.reshape(S, c, -1), self.mutation_dense, self.mutation_dense_b))
         return self._dropout(h, self.options.dropout)
 
     def _gcn_forward(self, graphs: GraphBatch, rows: Tensor | None) -> Tensor:
-        """GCN over all drugs' atoms (and padding atoms), pooled per drug: -> (S, A, gcn[-1])."""
-        S, (n_atoms, f), n_drugs = self.n_slots, graphs.atoms.shape, len(graphs.sizes)
+        """GCN over all drugs' atoms, pooled per drug: -> (S, A, gcn[-1]).
+
+        DeepCDR pads every molecule to ``pad_atoms`` atoms with zero features and a self loop only, and those atoms
+        enter BatchNorm and the average. Without dropout they all hold the same state, so each drug's padding is one
+        row here, counted ``pad_atoms - size`` times in the BatchNorm statistics and the pooling: exactly DeepCDR's
+        numbers with 3x fewer rows (7,262 instead of 22,300 on the bundled data). In training, a drug's padding atoms
+        share one dropout mask per layer (in DeepCDR each has its own)."""
+        S, n_atoms, n_drugs = self.n_slots, len(graphs.atoms), len(graphs.sizes)
         pad = self.options.pad_atoms
+        if pad and (graphs.sizes > pad).any():
+            raise ModelError(f"a molecule has {int(graphs.sizes.max())} atoms, more than pad_atoms={pad}")
+        nodes = torch.cat([graphs.atoms, graphs.atoms.new_zeros(n_drugs if pad else 0, graphs.atoms.shape[1])])
+        weight = torch.ones(len(nodes), device=nodes.device)  # how many of DeepCDR's atoms a row stands for
         if pad:
-            missing = pad - graphs.sizes
-            if (missing < 0).any():
-                raise ModelError(f"a molecule has {int(graphs.sizes.max())} atoms, more than pad_atoms={pad}")
-            pad_drug = torch.repeat_interleave(torch.arange(n_drugs, device=missing.device), missing)
-            node_drug = torch.cat([graphs.atom_drug, pad_drug])  # padding atoms after all real ones
-            nodes = torch.cat([graphs.atoms, graphs.atoms.new_zeros(int(missing.sum()), f)])
-        else:
-            node_drug, nodes = graphs.atom_drug, graphs.atoms
-        node_rows = None if rows is None else rows[:, node_drug]  # (S, nodes): atoms of TRAIN drugs
+            weight[n_atoms:] = pad - graphs.sizes
+        node_drug = torch.cat([graphs.atom_drug, torch.arange(n_drugs, device=nodes.device)[: len(nodes) - n_atoms]])
+        node_rows = None if rows is None else rows[:, node_drug] * weight  # (S, rows): atoms of TRAIN drugs
+        if node_rows is None and pad:
+            node_rows = weight.expand(S, -1)
         h = nodes.expand(S, *nodes.shape)
         for i in range(len(self.options.gcn)):
-            z = linear(h, getattr(self, f"gcn_{i}"), getattr(self, f"gcn_{i}_b"))  # (S, nodes, w): h W + b
+            z = linear(h, getattr(self, f"gcn_{i}"), getattr(self, f"gcn_{i}_b"))  # (S, rows, w): h W + b
             width = z.shape[-1]
             with torch.autocast(z.device.type, enabled=False):  # sparse products stay fp32 (no bf16 backward)
                 real = z[:, :n_atoms].float().permute(1, 0, 2).reshape(n_atoms, S * width)
                 mixed = torch.sparse.mm(graphs.adjacency, real).view(n_atoms, S, width).permute(1, 0, 2)
-            h = torch.cat([mixed, z[:, n_atoms:].float()], dim=1)  # padding atoms: a self loop only
+            h = torch.cat([mixed, z[:, n_atoms:].float()], dim=1) if pad else mixed  # padding: a self loop only
             h = self._dropout(self._bn(f"gcn_{i}_bn", torch.relu(h), node_rows), self.options.dropout)
         index = node_drug[None, :, None].expand_as(h)
         if self.options.pooling == "max":
+            h = h.masked_fill((weight == 0)[None, :, None], -math.inf)  # a drug with no padding has no padding row
             return h.new_full((S, n_drugs, h.shape[-1]), -math.inf).scatter_reduce(1, index, h, "amax")
         counts = pad if pad else graphs.sizes[None, :, None]  # with padding every molecule has pad atoms
-        return h.new_zeros(S, n_drugs, h.shape[-1]).scatter_add(1, index, h) / counts
+        return h.new_zeros(S, n_drugs, h.shape[-1]).scatter_add(1, index, h * weight[:, None]) / counts
 
     def _head(self, x: Tensor) -> Tensor:
-        """The convolution stack per pair: x (S, n, 300) after tanh and dropout -> (S, n) predictions."""
+        """The convolution stack per pair: x (S, n, 300) after tanh and dropout -> (S, n) predictions.
+
+        The first convolution and its max-pooling are products with one banded (Toeplitz) matrix per position of the
+        pooling window and their elementwise maximum: T[j, s, i, (f, t)] = kernel[s, f, i - (p t + j)] where that is
+        inside the kernel, else 0, built as a product with the 0/1 placement of each kernel tap (the backward of an
+        indexed copy sums in a thread-dependent order). Twice the multiply-adds of a direct convolution, but products
+        over windows of 15 pooled positions (1.2x a direct convolution's) took longer here: the head is bound by its
+        elementwise passes over the (pairs x 2,250) outputs, not by multiply-adds. Everything stays in the input's
+        dtype (a float32 bias would promote the bf16 grid to float32)."""
         S, n = x.shape[:2]
         (f0, w0, p0), *rest = HEAD_CONVS
         pooled = (HEAD - w0 + 1) // p0
-        # the first convolution's Toeplitz matrices, one per position j of the pooling window:
-        # T[s, j, i, f, t] = kernel[s, f, i - (p0 t + j)] where that is inside the kernel, else 0; built as a product
-        # with the 0/1 placement of each kernel tap (the backward of an indexed copy sums in a thread-dependent order)
         start = p0 * torch.arange(pooled, device=x.device) + torch.arange(p0, device=x.device)[:, None]  # (p0, t)
         offset = torch.arange(HEAD, device=x.device)[:, None] - start[:, None]  # (p0, 300, t)
         placement = (offset == torch.arange(w0, device=x.device)[:, None, None, None]).float()  # (w0, p0, 300, t)
         toeplitz = (self.head_conv_0[:, :, 0] @ placement.view(w0, -1)).view(S, f0, p0, HEAD, pooled)
-        toeplitz = toeplitz.permute(0, 2, 3, 1, 4).reshape(S, p0, HEAD, f0 * pooled)
+        toeplitz = toeplitz.permute(2, 0, 3, 1, 4).reshape(p0, S, HEAD, f0 * pooled)
+        h = x @ toeplitz[0]
+        for j in range(1, p0):
+            h = _Maximum.apply(h, x @ toeplitz[j])  # max-pooling over the window
+        # ReLU after the pooling (they commute) and the bias (one per filter) too
+        h = torch.relu(h.view(S, n, f0, pooled) + self.head_conv_0_b[:, None, :, None].to(h.dtype))
         out = []
-        for s in range(S):  # per slot: each has its own kernels
-            h = x[s] @ toeplitz[s, 0]
-            for j in range(1, p0):
-                h = _Maximum.apply(h, x[s] @ toeplitz[s, j])  # max-pooling over the window
-            # ReLU after the pooling (they commute) and the bias (one per filter) too
-            h = torch.relu(h.view(n, f0, pooled) + self.head_conv_0_b[s, :, None])
+        for s, hs in enumerate(h.unbind(0)):  # per slot: each has its own kernels (unbind: no per-slot zero fill)
             for i, (_, _, pool) in enumerate(rest, start=1):
                 weight, bias = getattr(self, f"head_conv_{i}")[s], getattr(self, f"head_conv_{i}_b")[s]
-                h = torch.relu(F.max_pool1d(F.conv1d(h, weight, bias), pool))
-            out.append(h.flatten(1))
-        h = self._dropout(self._dropout(torch.stack(out), self.options.dropout), self.options.dropout_out)
-        return linear(h, self.out, self.out_b).squeeze(-1)
+                hs = torch.relu(F.max_pool1d(F.conv1d(hs, weight, bias), pool))
+            out.append(hs.flatten(1))
+        rate = 1 - (1 - self.options.dropout) * (1 - self.options.dropout_out)  # two dropouts in a row are one
+        return linear(self._dropout(torch.stack(out), rate), self.out, self.out_b).squeeze(-1)
 
     @classmethod
     def drug_tensor(cls, drug: np.ndarray | Graphs, device: torch.device) -> Tensor | GraphBatch:
