@@ -19,6 +19,7 @@ from fused_cache import datasets
 from fused_cache.datasets import Dataset, DatasetError
 from fused_train.cli import make_cli
 from fused_train.data import Inputs
+from fused_train.models.base import PredictError, Query
 from fused_train.models.neighbours import Neighbours, NeighboursOptions, Standardised, row_pcc, similarity
 from fused_train.models.stacked import Drugs, Stacked, StackedOptions, features
 from fused_train.models.trees import Components, Trees, TreesOptions, mean_drug_pcc
@@ -150,6 +151,30 @@ def test_a_fold_without_validation_drugs_is_refused() -> None:
         Trees(FAST_TREES).predict_fold(inputs, replace(fold, roles=roles))
     with pytest.raises(ValueError, match="no drug has 3 or more validation cell lines"):
         Stacked(FAST_STACKED).predict_fold(inputs, replace(fold, roles=roles))
+
+
+@pytest.mark.parametrize(
+    "model", [Neighbours(NeighboursOptions()), Stacked(FAST_STACKED)], ids=["neighbours", "stacked"]
+)
+def test_models_of_other_drugs_responses_refuse_what_they_cannot_answer(
+    model: Neighbours | Stacked, tmp_path: Path
+) -> None:
+    """Predicting from the fitted drugs' responses: a new cell line, a known drug id with another embedding and a
+    saved model whose arrays do not match its ids are refused by name, never answered."""
+    inputs = _planted()
+    fitted = model.fit(inputs, _lodo_folds(inputs)[0])
+    query = Query.of(inputs)
+    assert np.isfinite(fitted.predict(query)).all()
+    with pytest.raises(PredictError, match="cell line 'new' is not one the model was fitted on"):
+        fitted.predict(replace(query, cell_ids=np.array(["new", *inputs.cell_ids[1:]])))
+    with pytest.raises(PredictError, match="drug 'd03' has the id of a drug the model was fitted on but another"):
+        fitted.predict(replace(query, drug=np.where(np.arange(len(inputs.drug_ids))[:, None] == 3, 9.0, inputs.drug)))
+    names = fitted.save(tmp_path)
+    meta = next(tmp_path / n for n in names if n.endswith(".json"))
+    saved = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**saved, "drug_ids": saved["drug_ids"][1:]}))
+    with pytest.raises(ValueError, match="does not match the ids in"):
+        type(fitted).load(tmp_path, {}, "cpu")
 
 
 def test_stacked_sees_a_training_drug_as_if_it_were_unseen() -> None:

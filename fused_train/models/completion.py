@@ -29,7 +29,7 @@ from safetensors.numpy import load_file, save_file
 from fused_train.data import Inputs
 from fused_train.models.base import Fitted, PredictError, Query
 from fused_train.models.fitted import FittedModel
-from fused_train.models.neighbours import Standardised, row_pcc
+from fused_train.models.neighbours import Standardised, row_pcc, validation_queries
 from fused_train.models.registry import ModelError, check_candidates, option
 from fused_train.splits import TEST, TRAIN, VAL, Fold
 
@@ -139,13 +139,7 @@ class Completion(FittedModel):
     def _choose(self, fold: Fold, count: np.ndarray, target: np.ndarray) -> tuple[float, float, int]:
         """The penalty with the best mean per-drug PCC on validation rows, TRAIN rows fitted: the candidates from
         the largest down, each soft-impute started from the previous one's solution (a warm-started path)."""
-        validation = (fold.roles == VAL) & (count > 0)
-        queries = np.flatnonzero(validation.sum(axis=1) >= 3)
-        if not len(queries):
-            raise ModelError(
-                f"fold {fold.name}: no drug has 3 or more validation cell lines to choose the penalty on; "
-                "use a larger dataset or another split"
-            )
+        validation, queries = validation_queries(fold, count, "the penalty")
         fitted = Standardised.fit(count * (fold.roles == TRAIN), target)
         top = np.linalg.svd(fitted.residual, compute_uv=False)[0]
         best, x = (-np.inf, 0.0), None

@@ -153,7 +153,7 @@ class MatchingFitted(Fitted):
             raise PredictError(f"drug {short.index[0]!r} has {short.iloc[0]} pilot line(s): matching predicts a drug "
                                "from its pilot screen on at least 3 cell lines (--pilot)")  # fmt: skip
         known = set(self.responses["cell_id"])
-        unknown = [c for c in query.cell_ids if c not in known]
+        unknown = [str(c) for c in query.cell_ids if c not in known]
         if unknown:
             raise PredictError(f"cell line {unknown[0]!r} has no responses to match on; matching predicts the cell "
                                "lines it was fitted on")  # fmt: skip

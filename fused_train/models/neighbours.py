@@ -158,6 +158,58 @@ def row_pcc(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray
     return out
 
 
+def query_positions(
+    query: Query, model: str, drug_ids: np.ndarray, x: np.ndarray, cell_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the query's drugs among the fitted drugs (-1: a new drug) and columns of its cell lines, refusing what
+    a model that predicts from other drugs' responses cannot answer: a cell line it was not fitted on, atom graphs in
+    place of embeddings, a known drug id with another embedding."""
+    columns = pd.Index(cell_ids).get_indexer(query.cell_ids)
+    if (columns < 0).any():
+        raise PredictError(
+            f"cell line {str(query.cell_ids[columns < 0][0])!r} is not one the model was fitted on: {model} predicts "
+            "from other drugs' responses on the same cell lines; for new cell lines fit a model that reads omics "
+            "(--model fused or trees)"
+        )
+    if not isinstance(query.drug, np.ndarray):
+        raise PredictError(f"{model} compares dense drug embeddings; the query's drugs are atom graphs")
+    rows = pd.Index(drug_ids).get_indexer(query.drug_ids)
+    known = rows >= 0
+    same = np.isclose(query.drug[known], x[rows[known]], rtol=1e-5, atol=1e-6).all(axis=1)
+    if not same.all():
+        drug = str(query.drug_ids[known][~same][0])
+        raise PredictError(f"drug {drug!r} has the id of a drug the model was fitted on but another embedding "
+                           "(other SMILES?); give a new drug an id of its own")  # fmt: skip
+    return rows, columns
+
+
+def validation_queries(fold: Fold, count: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The fold's measured validation pairs and the drugs with 3 or more of them, on which `what` is chosen."""
+    validation = (fold.roles == VAL) & (count > 0)
+    queries = np.flatnonzero(validation.sum(axis=1) >= 3)
+    if not len(queries):
+        raise ModelError(
+            f"fold {fold.name}: no drug has 3 or more validation cell lines to choose {what} on; "
+            "use a larger dataset or another split"
+        )
+    return validation, queries
+
+
+def load_profiles(
+    arrays: Path, meta_file: Path
+) -> tuple[dict[str, np.ndarray], dict[str, Any], Standardised, dict[str, list[frozenset[str]]]]:
+    """A saved fitted model's arrays, metadata, standardised responses and drug annotations, checked against its ids
+    (the arrays hold embeddings `x` and responses of the drugs and cell lines the metadata names)."""
+    a = load_file(str(arrays))
+    meta = json.loads(meta_file.read_text())
+    fitted = Standardised(a["level"], a["scale"], a["base"], a["residual"], a["measured"], a["fitted"] > 0)
+    annotations = {c: [frozenset(v) for v in sets] for c, sets in meta["annotations"].items()}
+    drugs, cells = len(meta["drug_ids"]), len(meta["cell_ids"])
+    if a["x"].shape[0] != drugs or a["residual"].shape != (drugs, cells):
+        raise ValueError(f"{arrays} does not match the ids in {meta_file}")
+    return a, meta, fitted, annotations
+
+
 def predict_grid(
     x: np.ndarray, annotations: dict[str, list[frozenset[str]]], fitted: Standardised, chosen: dict[str, Any]
 ) -> np.ndarray:
@@ -192,22 +244,8 @@ class NeighboursFitted(Fitted):
         self.standardised, self.choices = fitted, choices
 
     def predict(self, query: Query) -> np.ndarray:
-        columns = pd.Index(self.cell_ids).get_indexer(query.cell_ids)
-        if (columns < 0).any():
-            raise PredictError(
-                f"cell line {query.cell_ids[columns < 0][0]!r} is not one the model was fitted on: neighbours predicts "
-                "from other drugs' responses on the same cell lines; for new cell lines fit a model that reads omics "
-                "(--model fused or trees)"
-            )
-        if not isinstance(query.drug, np.ndarray):
-            raise PredictError("neighbours compares dense drug embeddings; the query's drugs are atom graphs")
-        rows = pd.Index(self.drug_ids).get_indexer(query.drug_ids)
+        rows, columns = query_positions(query, "neighbours", self.drug_ids, self.x, self.cell_ids)
         known = rows >= 0
-        same = np.isclose(query.drug[known], self.x[rows[known]], rtol=1e-5, atol=1e-6).all(axis=1)
-        if not same.all():
-            drug = query.drug_ids[known][~same][0]
-            raise PredictError(f"drug {drug!r} has the id of a drug the model was fitted on but another embedding "
-                               "(other SMILES?); give a new drug an id of its own")  # fmt: skip
         new = np.flatnonzero(~known)
         rows[new] = len(self.drug_ids) + np.arange(len(new))
         x = np.vstack([self.x, query.drug[new]])
@@ -230,13 +268,8 @@ class NeighboursFitted(Fitted):
 
     @classmethod
     def load(cls, folder: Path, info: dict[str, Any], device: str) -> NeighboursFitted:
-        a = load_file(str(folder / cls.ARRAYS))
-        meta = json.loads((folder / cls.META).read_text())
-        fitted = Standardised(a["level"], a["scale"], a["base"], a["residual"], a["measured"], a["fitted"] > 0)
-        annotations = {c: [frozenset(v) for v in sets] for c, sets in meta["annotations"].items()}
+        a, meta, fitted, annotations = load_profiles(folder / cls.ARRAYS, folder / cls.META)
         drug_ids, cell_ids = np.array(meta["drug_ids"], dtype=str), np.array(meta["cell_ids"], dtype=str)
-        if a["x"].shape[0] != len(drug_ids) or a["residual"].shape != (len(drug_ids), len(cell_ids)):
-            raise ValueError(f"{folder / cls.ARRAYS} does not match the ids in {folder / cls.META}")
         return cls(drug_ids, cell_ids, a["x"], annotations, fitted, meta["choices"])
 
 
@@ -260,13 +293,7 @@ class Neighbours(FittedModel):
         self, inputs: Inputs, fold: Fold, count: np.ndarray, target: np.ndarray, shared: dict[str, np.ndarray]
     ) -> tuple[dict[str, Any], float, int]:
         """k and the profile weights with the best mean per-drug PCC on validation rows (TRAIN rows fitted)."""
-        validation = (fold.roles == VAL) & (count > 0)
-        queries = np.flatnonzero(validation.sum(axis=1) >= 3)
-        if not len(queries):
-            raise ModelError(
-                f"fold {fold.name}: no drug has 3 or more validation cell lines to choose k and the weights on; "
-                "use a larger dataset or another split"
-            )
+        validation, queries = validation_queries(fold, count, "k and the weights")
         fitted = Standardised.fit(count * (fold.roles == TRAIN), target)
         references = fitted.fitted
         sim = similarity(inputs.drug, references)

@@ -27,13 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from fused_train.data import Inputs
-from fused_train.models.base import Fitted, PredictError, Query
+from fused_train.models.base import Fitted, Query
 from fused_train.models.fitted import FittedModel
-from fused_train.models.neighbours import Standardised, shared_annotations, similarity, top_k, unit_features
+from fused_train.models.neighbours import (
+    Standardised,
+    load_profiles,
+    query_positions,
+    shared_annotations,
+    similarity,
+    top_k,
+    unit_features,
+)
 from fused_train.models.registry import ModelError, check_candidates, option
 from fused_train.models.trees import mean_drug_pcc
 from fused_train.scaling import standardise
@@ -165,22 +172,8 @@ class StackedFitted(Fitted):
         return self.booster.predict(x.reshape(q * c, -1), num_iteration=self.booster.best_iteration).reshape(q, c)
 
     def predict(self, query: Query) -> np.ndarray:
-        columns = pd.Index(self.cell_ids).get_indexer(query.cell_ids)
-        if (columns < 0).any():
-            raise PredictError(
-                f"cell line {query.cell_ids[columns < 0][0]!r} is not one the model was fitted on: stacked predicts "
-                "from other drugs' responses on the same cell lines; for new cell lines fit a model that reads omics "
-                "(--model fused or trees)"
-            )
-        if not isinstance(query.drug, np.ndarray):
-            raise PredictError("stacked compares dense drug embeddings; the query's drugs are atom graphs")
-        rows = pd.Index(self.drug_ids).get_indexer(query.drug_ids)
+        rows, columns = query_positions(query, "stacked", self.drug_ids, self.drugs.x, self.cell_ids)
         known = rows >= 0
-        same = np.isclose(query.drug[known], self.drugs.x[rows[known]], rtol=1e-5, atol=1e-6).all(axis=1)
-        if not same.all():
-            drug = query.drug_ids[known][~same][0]
-            raise PredictError(f"drug {drug!r} has the id of a drug the model was fitted on but another embedding "
-                               "(other SMILES?); give a new drug an id of its own")  # fmt: skip
         new = np.flatnonzero(~known)
         rows[new] = len(self.drug_ids) + np.arange(len(new))
         annotations = {}
@@ -214,13 +207,8 @@ class StackedFitted(Fitted):
         import lightgbm
 
         booster = lightgbm.Booster(model_str=(folder / cls.BOOSTER).read_text())
-        a = load_file(str(folder / cls.ARRAYS))
-        meta = json.loads((folder / cls.META).read_text())
-        fitted = Standardised(a["level"], a["scale"], a["base"], a["residual"], a["measured"], a["fitted"] > 0)
-        annotations = {c: [frozenset(v) for v in sets] for c, sets in meta["annotations"].items()}
+        a, meta, fitted, annotations = load_profiles(folder / cls.ARRAYS, folder / cls.META)
         drug_ids, cell_ids = np.array(meta["drug_ids"], dtype=str), np.array(meta["cell_ids"], dtype=str)
-        if a["x"].shape[0] != len(drug_ids) or a["residual"].shape != (len(drug_ids), len(cell_ids)):
-            raise ValueError(f"{folder / cls.ARRAYS} does not match the ids in {folder / cls.META}")
         drugs = Drugs(a["x"], annotations, meta["pathways"])
         return cls(booster, drug_ids, cell_ids, drugs, fitted, a["cell_x"], tuple(meta["ks"]), meta["choices"])
 
