@@ -176,7 +176,7 @@ class Store:
         missing = [i for i in ids if i not in position]
         if missing:
             raise KeyError(
-                f"store {self.path} has no {self.manifest['entity']} {missing[0]!r} ({len(missing)} missing)"
+                f"store {self.path} has no {self.manifest['entity']} {str(missing[0])!r} ({len(missing)} missing)"
             )
         return np.array([position[i] for i in ids], dtype=np.int64)
 

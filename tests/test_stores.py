@@ -120,6 +120,13 @@ def test_plain_zarr_and_h5py_read_a_store(small: Dataset, cache: Path, fmt: str)
     assert manifest["encoder"] == "methylation" and manifest["dim"] == emb.shape[1]
 
 
+def test_a_store_names_the_id_it_lacks_as_written(small: Dataset, cache: Path) -> None:
+    store = build_store(small, "methylation", quiet=True).store
+    ids = np.array([*small.omics["methylation"].index[:2], "ACH-none"])  # numpy strings, as the trainer passes them
+    with pytest.raises(KeyError, match=r"has no cell 'ACH-none' \(1 missing\)"):
+        store.index_of(ids)
+
+
 @pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
 def test_verify_names_a_store_with_a_flipped_byte(small: Dataset, cache: Path, fmt: str) -> None:
     path = build_store(small, "morgan", fmt=fmt, quiet=True).store.path

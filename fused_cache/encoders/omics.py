@@ -55,7 +55,7 @@ class OmicsEncoder(Encoder):
         position = {g: i for i, g in enumerate(batch.genes)}
         missing = [g for g in self.genes if g not in position]
         if missing:
-            raise EncoderError(f"{self.modality} input lacks gene {missing[0]!r} ({len(missing)} missing)")
+            raise EncoderError(f"{self.modality} input lacks gene {str(missing[0])!r} ({len(missing)} missing)")
         return np.array([position[g] for g in self.genes], dtype=np.int64)
 
 
