@@ -195,19 +195,41 @@ def validation_queries(fold: Fold, count: np.ndarray, what: str) -> tuple[np.nda
     return validation, queries
 
 
+Annotations = dict[str, list[frozenset[str]]]
+"""Per annotation column (target_pathway, targets), one set of names per drug."""
+
+
+def save_profiles(
+    arrays: Path, meta_file: Path, *, drug_ids: np.ndarray, cell_ids: np.ndarray, x: np.ndarray, fitted: Standardised,
+    annotations: Annotations, choices: dict[str, Any], **extra: Any,
+) -> None:  # fmt: skip
+    """Write what a model predicting from other drugs' responses keeps (read back by `load_profiles`): the drugs'
+    embeddings `x` and standardised responses as safetensors, ids, choices and annotations as JSON; `extra` names
+    further arrays (numpy values) or metadata (anything else)."""
+    s = fitted
+    tensors = {"x": x, "level": s.level, "scale": s.scale, "base": s.base, "residual": s.residual,
+               "measured": s.measured, "fitted": s.fitted.astype(np.uint8)}  # fmt: skip
+    tensors |= {k: v for k, v in extra.items() if isinstance(v, np.ndarray)}
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(arrays))
+    meta = {"drug_ids": drug_ids.tolist(), "cell_ids": cell_ids.tolist(), "choices": choices,
+            "annotations": {c: [sorted(v) for v in sets] for c, sets in annotations.items()}}  # fmt: skip
+    meta |= {k: v for k, v in extra.items() if not isinstance(v, np.ndarray)}
+    meta_file.write_text(json.dumps(meta))
+
+
 def load_profiles(
     arrays: Path, meta_file: Path
-) -> tuple[dict[str, np.ndarray], dict[str, Any], Standardised, dict[str, list[frozenset[str]]]]:
-    """A saved fitted model's arrays, metadata, standardised responses and drug annotations, checked against its ids
-    (the arrays hold embeddings `x` and responses of the drugs and cell lines the metadata names)."""
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, Any], Standardised, Annotations]:
+    """What `save_profiles` wrote: drug ids, cell ids, the arrays, the metadata, the standardised responses and the
+    drug annotations, the arrays checked against the ids."""
     a = load_file(str(arrays))
     meta = json.loads(meta_file.read_text())
+    drug_ids, cell_ids = np.array(meta["drug_ids"], dtype=str), np.array(meta["cell_ids"], dtype=str)
+    if a["x"].shape[0] != len(drug_ids) or a["residual"].shape != (len(drug_ids), len(cell_ids)):
+        raise ValueError(f"{arrays} does not match the ids in {meta_file}")
     fitted = Standardised(a["level"], a["scale"], a["base"], a["residual"], a["measured"], a["fitted"] > 0)
     annotations = {c: [frozenset(v) for v in sets] for c, sets in meta["annotations"].items()}
-    drugs, cells = len(meta["drug_ids"]), len(meta["cell_ids"])
-    if a["x"].shape[0] != drugs or a["residual"].shape != (drugs, cells):
-        raise ValueError(f"{arrays} does not match the ids in {meta_file}")
-    return a, meta, fitted, annotations
+    return drug_ids, cell_ids, a, meta, fitted, annotations
 
 
 def predict_grid(
@@ -257,19 +279,14 @@ class NeighboursFitted(Fitted):
         return predict_grid(x, annotations, fitted, self.choices)[np.ix_(rows, columns)]
 
     def save(self, folder: Path) -> list[str]:
-        s = self.standardised
-        arrays = {"x": self.x, "level": s.level, "scale": s.scale, "base": s.base, "residual": s.residual,
-                  "measured": s.measured, "fitted": s.fitted.astype(np.uint8)}  # fmt: skip
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / self.ARRAYS))
-        meta = {"drug_ids": self.drug_ids.tolist(), "cell_ids": self.cell_ids.tolist(), "choices": self.choices,
-                "annotations": {c: [sorted(v) for v in sets] for c, sets in self.annotations.items()}}  # fmt: skip
-        (folder / self.META).write_text(json.dumps(meta))
+        save_profiles(folder / self.ARRAYS, folder / self.META, drug_ids=self.drug_ids, cell_ids=self.cell_ids,
+                      x=self.x, fitted=self.standardised, annotations=self.annotations,
+                      choices=self.choices)  # fmt: skip
         return [self.ARRAYS, self.META]
 
     @classmethod
     def load(cls, folder: Path, info: dict[str, Any], device: str) -> NeighboursFitted:
-        a, meta, fitted, annotations = load_profiles(folder / cls.ARRAYS, folder / cls.META)
-        drug_ids, cell_ids = np.array(meta["drug_ids"], dtype=str), np.array(meta["cell_ids"], dtype=str)
+        drug_ids, cell_ids, a, meta, fitted, annotations = load_profiles(folder / cls.ARRAYS, folder / cls.META)
         return cls(drug_ids, cell_ids, a["x"], annotations, fitted, meta["choices"])
 
 

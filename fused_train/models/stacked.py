@@ -21,13 +21,11 @@ in ``neighbours``. The held-out drug's labels are never read.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from fused_train.data import Inputs
 from fused_train.models.base import Fitted, Query
@@ -36,6 +34,7 @@ from fused_train.models.neighbours import (
     Standardised,
     load_profiles,
     query_positions,
+    save_profiles,
     shared_annotations,
     similarity,
     top_k,
@@ -192,14 +191,10 @@ class StackedFitted(Fitted):
 
     def save(self, folder: Path) -> list[str]:
         (folder / self.BOOSTER).write_text(self.booster.model_to_string(num_iteration=self.booster.best_iteration))
-        s = self.standardised
-        arrays = {"x": self.drugs.x, "level": s.level, "scale": s.scale, "base": s.base, "residual": s.residual,
-                  "measured": s.measured, "fitted": s.fitted.astype(np.uint8), "cell_x": self.cell_x}  # fmt: skip
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / self.ARRAYS))
-        annotations = {c: [sorted(v) for v in sets] for c, sets in self.drugs.annotations.items()}
-        meta = {"drug_ids": self.drug_ids.tolist(), "cell_ids": self.cell_ids.tolist(), "choices": self.choices,
-                "ks": list(self.ks), "pathways": self.drugs.pathways, "annotations": annotations}  # fmt: skip
-        (folder / self.META).write_text(json.dumps(meta))
+        save_profiles(folder / self.ARRAYS, folder / self.META, drug_ids=self.drug_ids, cell_ids=self.cell_ids,
+                      x=self.drugs.x, fitted=self.standardised, annotations=self.drugs.annotations,
+                      choices=self.choices, cell_x=self.cell_x, ks=list(self.ks),
+                      pathways=self.drugs.pathways)  # fmt: skip
         return [self.BOOSTER, self.ARRAYS, self.META]
 
     @classmethod
@@ -207,8 +202,7 @@ class StackedFitted(Fitted):
         import lightgbm
 
         booster = lightgbm.Booster(model_str=(folder / cls.BOOSTER).read_text())
-        a, meta, fitted, annotations = load_profiles(folder / cls.ARRAYS, folder / cls.META)
-        drug_ids, cell_ids = np.array(meta["drug_ids"], dtype=str), np.array(meta["cell_ids"], dtype=str)
+        drug_ids, cell_ids, a, meta, fitted, annotations = load_profiles(folder / cls.ARRAYS, folder / cls.META)
         drugs = Drugs(a["x"], annotations, meta["pathways"])
         return cls(booster, drug_ids, cell_ids, drugs, fitted, a["cell_x"], tuple(meta["ks"]), meta["choices"])
 
