@@ -125,7 +125,9 @@ Made by `{info["command"] or "fused_train.fit.fit"}` on {info["created"]}.
   {info["cells"]} cell lines) except a 10% validation share per member (for its choices), no test set;
   excluded pairs: {info["excluded_pairs"] or "none"}
 - train config: `{json.dumps(spec.to_json()["train"])}`
-- members: {len(info["members"])} (one per seed); predictions are their mean, `pred_sd` their sd
+- members: {len(info["members"])} (one per seed); predictions are their mean, `pred_sd` their sd: how much the
+  members' validation shares (and a network's initialisation) move a prediction, not a calibrated uncertainty; 0 where
+  members that refit on every pair after their choices chose alike
 - new drugs: {use}
 
 Stores:

@@ -20,7 +20,7 @@ from fused_train.data import InputShapes
 from fused_train.engine import Execution
 from fused_train.models import registry
 from fused_train.models.module_slots import module_slots
-from fused_train.models.registry import option
+from fused_train.models.registry import BEST_FOR_NEW_DRUGS, option
 from fused_train.predict import load_model
 from fused_train.runs import RunSpec, folds_of, load_run_inputs
 from fused_train.saved import ModelDirError
@@ -30,7 +30,9 @@ NEW = pd.DataFrame({"drug_id": ["osimertinib-like", "caffeine"],
                                "Cn1cnc2c1c(=O)n(C)c(=O)n2C"]})  # fmt: skip
 SMALL = {"fused": ["--width", "16", "--heads", "2", "--proj", "8", "--hidden", "16,8", "--epochs", "2"],
          "trees": ["--leaves", "4", "--max-rounds", "20", "--drug-components", "3", "--cell-components", "4"],
-         "neighbours": ["--k", "2,3"]}  # fmt: skip
+         "neighbours": ["--k", "2,3"],
+         "stacked": ["--ks", "2,3", "--leaves", "4", "--max-rounds", "20", "--cell-components", "3",
+                     "--min-leaf", "5"]}  # fmt: skip
 
 
 def fit_args(model: str, trained_on: tuple[str, Path], out: Path, *more: str) -> list[str]:
@@ -40,7 +42,7 @@ def fit_args(model: str, trained_on: tuple[str, Path], out: Path, *more: str) ->
             *more]  # fmt: skip
 
 
-@pytest.mark.parametrize("model", ["neighbours", "trees", "fused"])
+@pytest.mark.parametrize("model", ["stacked", "neighbours", "trees", "fused"])
 def test_fit_then_predict_new_drugs_with_any_model(model: str, trained_on: tuple[str, Path], tmp_path: Path) -> None:
     runner, cli = CliRunner(), make_cli()
     result = runner.invoke(cli, fit_args(model, trained_on, tmp_path / "m", "--seeds", "0,1"), catch_exceptions=False)
@@ -62,7 +64,7 @@ def test_fit_then_predict_new_drugs_with_any_model(model: str, trained_on: tuple
     result = runner.invoke(cli, [*args, "--quiet"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert f"of model {model!r} (2 members)" in result.output
-    assert ("note:" in result.output) == (model != "neighbours")  # the benchmark's best for new drugs is named
+    assert ("note:" in result.output) == (model != BEST_FOR_NEW_DRUGS)  # the benchmark's best for new drugs is named
     frame = pd.read_csv(out, dtype={"drug_id": str, "cell_id": str})
     cells = json.loads((tmp_path / "m" / "members" / "seed0" / "model.json").read_text())["cell_ids"]
     assert len(frame) == 2 * len(cells) and set(frame["cell_id"]) == set(cells)
@@ -71,21 +73,22 @@ def test_fit_then_predict_new_drugs_with_any_model(model: str, trained_on: tuple
     assert frame["pred_sd"].notna().all()  # two members: their sd
 
 
-def test_neighbours_is_the_default_for_fit_and_refuses_new_cell_lines(
+def test_the_best_model_for_new_drugs_is_the_default_for_fit_and_refuses_new_cell_lines(
     trained_on: tuple[str, Path], tmp_path: Path
 ) -> None:
     from fused_cache import datasets
 
-    args = fit_args("neighbours", trained_on, tmp_path / "m")
-    args.remove("--model"), args.remove("neighbours")
+    assert BEST_FOR_NEW_DRUGS == "stacked"  # docs/science.md section 6: it beats neighbours on two split seeds
+    args = fit_args(BEST_FOR_NEW_DRUGS, trained_on, tmp_path / "m")
+    args.remove("--model"), args.remove(BEST_FOR_NEW_DRUGS)
     CliRunner().invoke(make_cli(), args, catch_exceptions=False)
-    assert json.loads((tmp_path / "m" / "model.json").read_text())["model"] == "neighbours"
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["model"] == "stacked"
     assert "is the model the leave-one-drug-out benchmark shows best" in (tmp_path / "m" / "card.md").read_text()
     ds = datasets.load(trained_on[0])
     both = ds.omics["expression"].index.intersection(ds.omics["methylation"].index)[:2]
     cells = {name: ds.omics[name].loc[both].rename(index=lambda c: f"new-{c}").reset_index()
              for name in ("expression", "methylation")}  # fmt: skip
-    with pytest.raises(ValueError, match="new-.* is not one the model was fitted on: neighbours predicts"):
+    with pytest.raises(ValueError, match="new-.* is not one the model was fitted on: stacked predicts"):
         load_model(tmp_path / "m").predict(drugs=NEW, cells=cells, cache_dir=tmp_path / "cache")
 
 

@@ -30,7 +30,7 @@ from fused_train.data import Inputs
 from fused_train.models.base import Fitted, PredictError, Query
 from fused_train.models.fitted import FittedModel
 from fused_train.models.neighbours import Standardised, row_pcc, validation_queries
-from fused_train.models.registry import ModelError, check_candidates, option
+from fused_train.models.registry import BEST_FOR_NEW_DRUGS, ModelError, check_candidates, option
 from fused_train.splits import TEST, TRAIN, VAL, Fold
 
 
@@ -94,7 +94,7 @@ class CompletionFitted(Fitted):
         if (rows < 0).any():
             raise PredictError(
                 f"drug {str(query.drug_ids[rows < 0][0])!r} is not one the model was fitted on: completion fills in "
-                "responses of known drugs; for a new drug use --model neighbours"
+                f"responses of known drugs; for a new drug use --model {BEST_FOR_NEW_DRUGS}"
             )
         if (columns < 0).any():
             raise PredictError(
@@ -164,5 +164,5 @@ def _check_every_entity_has_training_rows(fold: Fold, count: np.ndarray) -> None
             raise ModelError(
                 f"fold {fold.name}: {lacking.sum()} {what}(s) with validation or test pairs have no training pairs; "
                 "completion fills in pairs of known drugs and cell lines only: use --split drug-known (for new drugs "
-                "--model neighbours)"
+                f"--model {BEST_FOR_NEW_DRUGS})"
             )
