@@ -8,7 +8,8 @@ the pilot the way matching corrects its own profile (``matching.krige``): the mi
 every line through the covariance of the other drugs' residuals, with the noise level matching chose on that fold's
 validation drugs (no correction where it chose none), and the pilot's mean and sd as level and scale. The held-out
 drug's non-pilot labels are never read. Printed: mean per-drug PCC on the non-pilot lines of the model alone, the
-model with the pilot, matching and the cell-line mean, and paired Wilcoxon tests over drugs.
+model with the pilot, matching, the mean of the last two (equal weights, fixed beforehand) and the cell-line mean, and
+paired Wilcoxon tests over drugs.
 """
 
 from __future__ import annotations
@@ -83,12 +84,19 @@ def with_pilot(lodo_run: Path, matching_run: Path) -> tuple[pd.DataFrame, str]:
 @click.argument("matching_run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def main(lodo_run: Path, matching_run: Path) -> None:
     frame, model = with_pilot(lodo_run, matching_run)
-    names = [model, f"{model}+pilot", "matching", "cell-mean"]
+    both = f"mean of {model}+pilot and matching"  # equal weights, fixed beforehand: nothing chosen on test drugs
+    frame[f"pred_{both}"] = (frame[f"pred_{model}+pilot"] + frame["pred_matching"]) / 2
+    names = [model, f"{model}+pilot", "matching", both, "cell-mean"]
     per_drug = {n: entity_pcc(frame, "drug_id", f"pred_{n}") for n in names}
     click.echo(f"{len(per_drug[model])} drugs, per-drug PCC on the non-pilot lines ({matching_run.name}):")
     for n in names:
-        click.echo(f"  {n:<24} {per_drug[n].mean():.3f} ± {per_drug[n].std():.3f}")
-    for a, b in ((f"{model}+pilot", model), (f"{model}+pilot", "cell-mean"), ("matching", f"{model}+pilot")):
+        click.echo(f"  {n:<36} {per_drug[n].mean():.3f} ± {per_drug[n].std():.3f}")
+    for a, b in (
+        (f"{model}+pilot", model),
+        (f"{model}+pilot", "cell-mean"),
+        ("matching", f"{model}+pilot"),
+        (both, "matching"),
+    ):
         t = paired_test(per_drug[a], per_drug[b])
         click.echo(f"  {a} vs {b}: {t.difference.estimate:+.3f} [{t.difference.low:.3f}, {t.difference.high:.3f}], "
                    f"won {t.wins}/{t.n}, p (two-sided) = {t.p_two_sided:.1e}")  # fmt: skip

@@ -116,6 +116,9 @@ def card(info: dict, spec: RunSpec) -> str:
             f"For drugs not seen in training the leave-one-drug-out benchmark's best model is "
             f"`{BEST_FOR_NEW_DRUGS}` (`fused-train fit --model {BEST_FOR_NEW_DRUGS}`), not `{spec.model}`."
         )
+    training = (f"train config: `{json.dumps(spec.to_json()['train'])}`" if spec.trained_by_engine else
+                f"fitted by `{spec.model}`'s own code: the engine's settings (epochs, learning rate, precision) do not "
+                "apply")  # fmt: skip
     return f"""# {spec.model} on {info["dataset"]}
 
 Made by `{info["command"] or "fused_train.fit.fit"}` on {info["created"]}.
@@ -124,7 +127,7 @@ Made by `{info["command"] or "fused_train.fit.fit"}` on {info["created"]}.
 - training: every measured pair of {info["dataset"]} ({info["pairs"]} pairs, {info["drugs"]} drugs,
   {info["cells"]} cell lines) except a 10% validation share per member (for its choices), no test set;
   excluded pairs: {info["excluded_pairs"] or "none"}
-- train config: `{json.dumps(spec.to_json()["train"])}`
+- {training}
 - members: {len(info["members"])} (one per seed); predictions are their mean, `pred_sd` their sd: how much the
   members' validation shares (and a network's initialisation) move a prediction, not a calibrated uncertainty; 0 where
   members that refit on every pair after their choices chose alike

@@ -112,12 +112,17 @@ class RunSpec:
         """The run's model with its options, behind the model contract (``models/base.py``)."""
         return build(self.model, self.options, self.train)
 
+    @property
+    def trained_by_engine(self) -> bool:
+        """Whether the engine trains this run's model (a network: ``networks.EngineModel``), so that ``train``'s
+        settings (epochs, learning rate, precision, ...) apply to it; a fitted model ignores them."""
+        return hasattr(self.build(), "trainer")
+
     def trainer(self, inputs: Inputs, execution: Execution | None = None, keep_state: bool = False) -> Trainer:
-        """The engine that trains this run's model on ``inputs`` (a network's only: ``networks.EngineModel``)."""
-        engine_model = self.build()
-        if not hasattr(engine_model, "trainer"):
+        """The engine that trains this run's model on ``inputs``."""
+        if not self.trained_by_engine:
             raise RunError(f"model {self.model!r} is not trained by the engine")
-        return engine_model.trainer(inputs, execution, keep_state)
+        return self.build().trainer(inputs, execution, keep_state)
 
     @property
     def saves_models_by_default(self) -> bool:

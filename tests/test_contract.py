@@ -48,6 +48,9 @@ def test_fit_then_predict_new_drugs_with_any_model(model: str, trained_on: tuple
     result = runner.invoke(cli, fit_args(model, trained_on, tmp_path / "m", "--seeds", "0,1"), catch_exceptions=False)
     assert result.exit_code == 0 and "saved" in result.output
     assert any(ref.owner == (tmp_path / "m").resolve() for ref in iter_model_refs(trained_on[1]))  # kept from gc
+    card = (tmp_path / "m" / "card.md").read_text()
+    engine = model == "fused"  # the card lists the engine's settings only for a model the engine trained
+    assert ("train config:" in card) == engine and ("the engine's settings" in card) != engine
     NEW.to_csv(tmp_path / "new.csv", index=False)
     out = tmp_path / "p.csv"
     args = [

@@ -54,7 +54,7 @@ class StackedOptions:
     ks: tuple[int, ...] = option((3, 10, 30), "Numbers of most similar drugs, one similar-drug profile each.")
     leaves: tuple[int, ...] = option((7, 15), "Candidate numbers of leaves per tree; chosen on validation drugs.")
     shrinkage: float = option(0.05, "Boosting learning rate (LightGBM's learning_rate).")
-    max_rounds: int = option(400, "Most boosting rounds; the validation drugs' per-drug PCC stops earlier.")
+    max_rounds: int = option(1500, "Most boosting rounds; the validation drugs' per-drug PCC stops earlier.")
     stop_rounds: int = option(30, "Rounds without a better validation per-drug PCC before boosting stops.")
     cell_components: int = option(8, "Principal components of the cell inputs used as features.")
     min_leaf: int = option(200, "Fewest training pairs in a leaf (LightGBM's min_data_in_leaf).")
