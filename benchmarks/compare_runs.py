@@ -25,7 +25,9 @@ def predictions(run: Path) -> pd.DataFrame:
 
 
 def best_epochs(run: Path) -> dict[str, int]:
-    return {f.stem: json.loads(f.read_text())["best_epoch"] for f in (run / "choices").glob("*.json")}
+    """Per fold, the epoch a network's run chose (none for a fitted model such as stacked)."""
+    choices = {f.stem: json.loads(f.read_text()) for f in (run / "choices").glob("*.json")}
+    return {fold: c["best_epoch"] for fold, c in choices.items() if "best_epoch" in c}
 
 
 @click.command()
@@ -36,6 +38,8 @@ def main(before: Path, after: Path, model: str) -> None:
     a, b = predictions(before), predictions(after)
     both = a.merge(b, on=["fold", "drug_id", "cell_id", "ln_ic50"], suffixes=("_before", "_after"))
     col = f"pred_{model}"
+    if f"{col}_before" not in both or f"{col}_after" not in both:
+        raise click.UsageError(f"{before} and {after} do not both hold predictions of model {model!r} (--model)")
     click.echo(f"folds {a['fold'].nunique()} and {b['fold'].nunique()}; {len(both)} pairs in both")
     diff = (both[f"{col}_before"] - both[f"{col}_after"]).abs()
     click.echo(f"|prediction before - after| (ln IC50): mean {diff.mean():.3f}, largest {diff.max():.3f}")
@@ -43,7 +47,8 @@ def main(before: Path, after: Path, model: str) -> None:
     common = sorted(set(ea) & set(eb))
     equal = sum(ea[f] == eb[f] for f in common)
     near = sum(abs(ea[f] - eb[f]) <= 1 for f in common)
-    click.echo(f"best epoch equal on {equal} of {len(common)} folds, within one epoch on {near}")
+    if common:
+        click.echo(f"best epoch equal on {equal} of {len(common)} folds, within one epoch on {near}")
 
     def per_drug(side: str) -> pd.Series:
         return both.groupby("drug_id")[["ln_ic50", f"{col}_{side}"]].apply(lambda g: g.corr().iloc[0, 1])

@@ -404,6 +404,8 @@ def make_cli() -> click.Group:
         model = load_model(model_dir, _device(device))
         check_new_file(out, force)  # before predicting, which may embed new drugs
         frame = model.predict(drugs=drugs, cells=cells, cache_dir=cache_dir, quiet=quiet, pilot=pilot)
+        if "unannotated" in model.report:
+            click.echo(f"warning: {model.report['unannotated']}", err=True)
         if "no_cell_names" in model.report:
             click.echo(f"warning: no cell-line names in the predictions: {model.report['no_cell_names']}", err=True)
         with writing(out):

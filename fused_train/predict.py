@@ -108,6 +108,7 @@ class TrainedModel:
                                    "for new drugs")  # fmt: skip
         new = sorted(set(drug_ids) - set(self.member_info[0]["drug_ids"]))
         self.report["new_drugs"] = len(new)
+        self._check_annotations(new, drug_ids, annotations)
         reads_pilot = self.members[0].reads_pilot
         if new and self.model != BEST_FOR_NEW_DRUGS and not reads_pilot:
             self.report["note"] = (f"{len(new)} drug(s) are new to this {self.model!r} model; for new drugs the "
@@ -121,6 +122,21 @@ class TrainedModel:
             frame = self._frame(self._predict(query), drug_ids, cell_ids)
             frame = frame if checked is None else self._with_pilot(frame, drugs, checked, cell_ids)
         return self._with_cell_names(frame)
+
+    def _check_annotations(
+        self, new: list[str], drug_ids: np.ndarray, annotations: dict[str, list[frozenset[str]]]
+    ) -> None:
+        """Warn (``report["unannotated"]``) when new drugs lack every annotation the model reads: it then predicts
+        them from their embedding alone, a weaker prediction than the benchmark's for annotated drugs."""
+        read = self.members[0].annotations
+        row = {d: i for i, d in enumerate(drug_ids)}
+        bare = [d for d in new if not any(annotations.get(c, [frozenset()] * len(drug_ids))[row[d]] for c in read)]
+        if read and bare:
+            self.report["unannotated"] = (
+                f"{len(bare)} new drug(s) have no {' or '.join(read)} (first: {str(bare[0])!r}): {self.model!r} reads "
+                f"them besides the drug's embedding and predicts these from the embedding alone; give the column(s) "
+                f"{', '.join(read)} in --drugs where they are known"
+            )
 
     def _with_cell_names(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The training dataset's ``cell_name`` and ``tcga_type`` beside the DepMap ids (blank for a new cell line);

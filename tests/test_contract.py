@@ -68,6 +68,8 @@ def test_fit_then_predict_new_drugs_with_any_model(model: str, trained_on: tuple
     assert result.exit_code == 0, result.output
     assert f"of model {model!r} (2 members)" in result.output
     assert ("note:" in result.output) == (model != BEST_FOR_NEW_DRUGS)  # the benchmark's best for new drugs is named
+    unannotated = "warning: 2 new drug(s) have no" in result.output  # NEW gives no targets or target_pathway
+    assert unannotated == (model != "fused")  # the models that read them say they predict from the embedding alone
     frame = pd.read_csv(out, dtype={"drug_id": str, "cell_id": str})
     cells = json.loads((tmp_path / "m" / "members" / "seed0" / "model.json").read_text())["cell_ids"]
     assert len(frame) == 2 * len(cells) and set(frame["cell_id"]) == set(cells)
@@ -87,6 +89,11 @@ def test_the_best_model_for_new_drugs_is_the_default_for_fit_and_refuses_new_cel
     CliRunner().invoke(make_cli(), args, catch_exceptions=False)
     assert json.loads((tmp_path / "m" / "model.json").read_text())["model"] == "stacked"
     assert "is the model the leave-one-drug-out benchmark shows best" in (tmp_path / "m" / "card.md").read_text()
+    model = load_model(tmp_path / "m")
+    model.predict(drugs=NEW, cache_dir=tmp_path / "cache")
+    assert "have no targets or target_pathway (first: 'caffeine')" in model.report["unannotated"]
+    model.predict(drugs=NEW.assign(targets=["EGFR", ""], target_pathway=["", "Other"]), cache_dir=tmp_path / "cache")
+    assert "unannotated" not in model.report  # one annotation of those it reads is enough
     ds = datasets.load(trained_on[0])
     both = ds.omics["expression"].index.intersection(ds.omics["methylation"].index)[:2]
     cells = {name: ds.omics[name].loc[both].rename(index=lambda c: f"new-{c}").reset_index()

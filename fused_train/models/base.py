@@ -62,6 +62,9 @@ class Fitted(ABC):
     """What it chose on the fold's validation rows (epoch, hyperparameters): a run writes them to choices/."""
     reads_pilot: ClassVar[bool] = False
     """Whether it predicts a drug from the drug's pilot screen (``Query.pilot``) rather than from features."""
+    annotations: ClassVar[tuple[str, ...]] = ()
+    """The drug annotations (``targets``, ``target_pathway``) it reads besides a drug's features: a new drug without
+    them is predicted from the rest alone (``predict`` warns)."""
 
     @abstractmethod
     def predict(self, query: Query) -> np.ndarray:

@@ -130,6 +130,7 @@ class MatchingFitted(Fitted):
     the setting that predicts their other lines best is chosen, and the drug is predicted from every reference."""
 
     RESPONSES, DRUGS, META = "responses.parquet", "drugs.parquet", "matching.json"
+    annotations = ("targets", "target_pathway")
     reads_pilot = True
 
     def __init__(self, responses: pd.DataFrame, drugs: pd.DataFrame, options: MatchingOptions, seed: int) -> None:

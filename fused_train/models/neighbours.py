@@ -257,6 +257,7 @@ class NeighboursFitted(Fitted):
     fold's cell lines) and the chosen setting. A query drug the fold did not fit is predicted as a held-out drug is."""
 
     ARRAYS, META = "neighbours.safetensors", "neighbours.json"
+    annotations = ("targets", "target_pathway")
 
     def __init__(
         self, drug_ids: np.ndarray, cell_ids: np.ndarray, x: np.ndarray, annotations: dict[str, list[frozenset[str]]],

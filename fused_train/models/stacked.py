@@ -156,6 +156,7 @@ class StackedFitted(Fitted):
     standardised fitting rows on the fold's cell lines), the cell lines' principal axes."""
 
     BOOSTER, ARRAYS, META = "booster.txt", "stacked.safetensors", "stacked.json"
+    annotations = ("targets", "target_pathway")
 
     def __init__(
         self, booster: Any, drug_ids: np.ndarray, cell_ids: np.ndarray, drugs: Drugs, fitted: Standardised,

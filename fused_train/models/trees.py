@@ -91,6 +91,7 @@ class TreesFitted(Fitted):
     the pathway vocabulary, the TRAIN mean ln IC50 of each cell line)."""
 
     BOOSTER, ARRAYS, META = "booster.txt", "features.safetensors", "features.json"
+    annotations = ("target_pathway",)
 
     def __init__(
         self, booster: Any, drug_map: Components, cell_map: Components, pathways: list[str], cell_ids: np.ndarray,
