@@ -387,7 +387,7 @@ def _features(name: str, record: dict[str, Any], table: pd.DataFrame, ids: np.nd
     bad = ~np.isfinite(values)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise PredictError(f"cells ({name}): cell {ids[r]!r} has no finite value for gene {genes[c]!r}")
+        raise PredictError(f"cells ({name}): cell {str(ids[r])!r} has no finite value for gene {str(genes[c])!r}")
     return values, len(columns) - len(genes)
 
 
