@@ -83,7 +83,7 @@ def test_the_best_model_for_new_drugs_is_the_default_for_fit_and_refuses_new_cel
 ) -> None:
     from fused_cache import datasets
 
-    assert BEST_FOR_NEW_DRUGS == "stacked"  # docs/science.md section 6: it beats neighbours on two split seeds
+    assert BEST_FOR_NEW_DRUGS == "stacked"  # docs/science.md section 6: it beats neighbours on three split seeds
     args = fit_args(BEST_FOR_NEW_DRUGS, trained_on, tmp_path / "m")
     args.remove("--model"), args.remove(BEST_FOR_NEW_DRUGS)
     CliRunner().invoke(make_cli(), args, catch_exceptions=False)

@@ -30,8 +30,8 @@ from typing import Any
 
 BEST_FOR_NEW_DRUGS = "stacked"
 """The model the leave-one-drug-out benchmark shows best for drugs never seen in training (docs/science.md section 6:
-per-drug PCC 0.576 over all 223 LODO folds against 0.568 for ``neighbours``, paired p = 0.0075, and again on a second
-split seed, p = 0.045; the cell-line mean 0.512): ``fused-train fit``'s default model, and what ``predict``
+per-drug PCC 0.576 over all 223 LODO folds against 0.568 for ``neighbours``, paired p = 0.0075, and again on two more
+split seeds, p = 0.044 and 0.00045; the cell-line mean 0.512): ``fused-train fit``'s default model, and what ``predict``
 recommends for new drugs."""
 
 MODELS: dict[str, str] = {
