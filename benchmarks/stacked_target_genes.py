@@ -18,10 +18,10 @@ from pathlib import Path
 
 import click
 import numpy as np
-import zarr
 
 import fused_train.models.stacked as stacked
 from fused_cache import datasets
+from fused_cache.stores import Store
 from fused_train.data import Inputs
 from fused_train.runs import RunSpec, load_run_inputs, train
 from fused_train.scaling import standardise
@@ -31,8 +31,8 @@ OMICS = ("expression", "methylation", "mutation")
 
 def store_genes(path: str) -> list[str]:
     """The gene of each feature of an omics store (methylation features are GENE_chrom_start_end regions)."""
-    settings = zarr.open_group(path, mode="r").attrs["manifest"]["fingerprint"]["settings"]
-    return [feature.split("_")[0] for feature in settings["genes"]]
+    with Store(path) as store:
+        return [feature.split("_")[0] for feature in store.manifest["fingerprint"]["settings"]["genes"]]
 
 
 def target_features(inputs: Inputs, dataset: str) -> np.ndarray:

@@ -130,7 +130,8 @@ class TrainedModel:
         them from their embedding alone, a weaker prediction than the benchmark's for annotated drugs."""
         read = self.members[0].annotations
         row = {d: i for i, d in enumerate(drug_ids)}
-        bare = [d for d in new if not any(annotations.get(c, [frozenset()] * len(drug_ids))[row[d]] for c in read)]
+        given = [annotations.get(c, []) for c in read]
+        bare = [d for d in new if not any(sets and sets[row[d]] for sets in given)]
         if read and bare:
             self.report["unannotated"] = (
                 f"{len(bare)} new drug(s) have no {' or '.join(read)} (first: {str(bare[0])!r}): {self.model!r} reads "

@@ -116,7 +116,7 @@ class RunSpec:
     def trained_by_engine(self) -> bool:
         """Whether the engine trains this run's model (a network: ``networks.EngineModel``), so that ``train``'s
         settings (epochs, learning rate, precision, ...) apply to it; a fitted model ignores them."""
-        return hasattr(self.build(), "trainer")
+        return hasattr(model(self.model), "trainer")
 
     def trainer(self, inputs: Inputs, execution: Execution | None = None, keep_state: bool = False) -> Trainer:
         """The engine that trains this run's model on ``inputs``."""
