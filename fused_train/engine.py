@@ -379,16 +379,18 @@ class Trainer:
 
 
 def _reuse_freed_memory() -> None:
-    """Ask glibc to keep freed memory instead of unmapping it: every training step allocates tensors of tens of MB,
-    and mapping them afresh costs a page fault per 4 kB. Measured with ``python benchmarks/lodo_speed.py`` on the
-    2-core development machine: steps 1.5x slower without it. No-op outside glibc."""
+    """Ask glibc to keep freed memory instead of unmapping it: every training step allocates tensors of tens of MB
+    (FUSED) to several GB (DeepCDR's head), and mapping them afresh costs a page fault per 4 kB. Measured with
+    ``python benchmarks/lodo_speed.py`` on the 2-core development machine: FUSED steps 1.5x slower without it; with
+    only the smaller tensors kept (an mmap threshold of 1 GB, the setting before), DeepCDR spent a third of its CPU
+    time in the kernel and 8 LODO folds x 2 epochs took 1.4x as long (docs/results.md). No-op outside glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 1 << 30)
-    libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+    m_trim_threshold, m_mmap_max = -1, -4
+    libc.mallopt(m_mmap_max, 0)  # no allocation is mapped on its own: all come from the heap and go back to it
+    libc.mallopt(m_trim_threshold, -1)  # glibc stores it as a size_t: never give the heap's top back to the system
 
 
 def _span(values: list[float]) -> str:
