@@ -25,7 +25,7 @@ import torch
 from fused_cache.progress import clock, progress
 from fused_train.data import Inputs
 from fused_train.metrics import mean_row_pcc, weighted_pcc
-from fused_train.models.slots import SlotAdam, SlotModel
+from fused_train.models.slots import SlotAdam, SlotModel, take_rows
 from fused_train.scaling import standardise
 from fused_train.seeding import rng, stable_seed
 from fused_train.splits import TEST, TRAIN, VAL, Fold
@@ -133,6 +133,25 @@ class _Slot:
     """Optimizer steps taken so far."""
 
 
+@dataclass(frozen=True)
+class _ScaledInputs:
+    """An epoch's inputs: per slot, the drug features and every cell token scaled with the slot's fold's scalers."""
+
+    y: tuple[torch.Tensor, torch.Tensor]
+    """Mean and sd of ln IC50 per slot (S,)."""
+    drug: Any
+    """(S, drugs, d) scaled, or the model's own drug input (atom graphs) as ``SlotModel.drug_tensor`` made it."""
+    cells: dict[str, torch.Tensor]
+    """(S, cell lines, d) per token."""
+
+    def tile(self, cells: torch.Tensor | slice) -> dict[str, torch.Tensor]:
+        """Every token's rows for a tile of cell lines: each slot's own (``cells`` (S, c) indices, gathered), or the
+        same ones for all slots (``cells`` a slice: views, no copies)."""
+        if isinstance(cells, slice):
+            return {n: x[:, cells] for n, x in self.cells.items()}
+        return {n: take_rows(x, cells) for n, x in self.cells.items()}
+
+
 class Trainer:
     """Trains folds of one model class (with ``options``) as a batched model of up to ``execution.slots`` slots."""
 
@@ -173,10 +192,10 @@ class Trainer:
         bar = progress(len(folds), "training", "folds", quiet)
         start, epochs = time.monotonic(), 0
         while slots:
-            scalers = self._stack_scalers(slots)
-            self._train_epoch(net, optimizer, slots, scalers, bar.tick)
+            scaled = self._scaled_inputs(slots)
+            self._train_epoch(net, optimizer, slots, scaled, bar.tick)
             done = {}
-            for i, (s, pred) in enumerate(zip(slots, self._evaluate(net, scalers, slots, bar.tick), strict=True)):
+            for i, (s, pred) in enumerate(zip(slots, self._evaluate(net, scaled, slots, bar.tick), strict=True)):
                 result = self._end_epoch(s, pred, net, i)
                 if result is not None:
                     done[i] = result
@@ -234,25 +253,24 @@ class Trainer:
             out[name] = standardise(x[train.any(axis=0)])
         return out
 
-    def _stack_scalers(self, slots: list[_Slot]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _scaled_inputs(self, slots: list[_Slot]) -> _ScaledInputs:
+        """Each slot's inputs scaled with its fold's scalers, once per epoch rather than once per step and tile."""
+
         def stack(values: list[np.ndarray]) -> torch.Tensor:
             return torch.from_numpy(np.stack(values).astype(np.float32)).to(self.device)
 
-        return {
-            k: (stack([s.scalers[k][0] for s in slots]), stack([s.scalers[k][1] for s in slots]))
-            for k in slots[0].scalers
-        }
+        scalers = {k: (stack([s.scalers[k][0] for s in slots]), stack([s.scalers[k][1] for s in slots]))
+                   for k in slots[0].scalers}  # fmt: skip
 
-    def _inputs(self, scalers: dict, index: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor]]:
-        """Scaled drug features (or the model's own drug input) and the cell tile ``index`` (S, c) of every token."""
-        cells = {n: (x[index] - scalers[n][0][:, None]) / scalers[n][1][:, None] for n, x in self.cells.items()}
-        if "drug" not in scalers:
-            return self.drug, cells
-        mu, sd = scalers["drug"]
-        return (self.drug[None] - mu[:, None]) / sd[:, None], cells
+        def scale(x: torch.Tensor, name: str) -> torch.Tensor:
+            mu, sd = scalers[name]
+            return (x[None] - mu[:, None]) / sd[:, None]  # (S, entities, d)
+
+        drug = scale(self.drug, "drug") if "drug" in scalers else self.drug
+        return _ScaledInputs(scalers["y"], drug, {n: scale(x, n) for n, x in self.cells.items()})
 
     def _train_epoch(
-        self, net: SlotModel, optimizer: SlotAdam, slots: list[_Slot], scalers: dict, tick: Callable[[], None]
+        self, net: SlotModel, optimizer: SlotAdam, slots: list[_Slot], scaled: _ScaledInputs, tick: Callable[[], None]
     ) -> None:
         """One pass over the grid in tiles of drugs x cell lines, every slot in its own order (drawn from its fold's
         name and epoch). Tiles all have the same shape: the last tile of a row or column is filled up with entities
@@ -281,7 +299,7 @@ class Trainer:
             r, q = i * a + np.arange(a), j * c + np.arange(c)  # (S, a), (S, c) positions in the orders
             mask = torch.from_numpy(drug_ok[slot, r][:, :, None] & cell_ok[slot, q][:, None, :]).to(self.device)
             rows, cols = (torch.from_numpy(x).to(self.device) for x in (drugs[slot, r], cells[slot, q]))
-            losses = self._step_losses(net, scalers, roles, rows, cols, mask)
+            losses = self._step_losses(net, scaled, roles, rows, cols, mask)
             losses.sum().backward()
             optimizer.step()
             losses_sum += losses.detach().cpu().numpy()
@@ -291,11 +309,11 @@ class Trainer:
             s.steps += n_tiles
 
     def _step_losses(
-        self, net: SlotModel, scalers: dict, roles: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+        self, net: SlotModel, scaled: _ScaledInputs, roles: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
         mask: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
         """Per-slot mean squared error (in scaled ln IC50) over the slot's TRAIN cells of its tile rows x cols."""
-        drug, cells = self._inputs(scalers, cols)
+        drug, cells = scaled.drug, scaled.tile(cols)
         train = (roles == TRAIN) & (self.count > 0)  # (S, A, C)
         net.set_train_rows(train.any(dim=2), torch.gather(train.any(dim=1), 1, cols) & mask.any(dim=1))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -303,14 +321,14 @@ class Trainer:
         r, c = rows[:, :, None], cols[:, None, :]
         slot = torch.arange(len(rows), device=self.device)[:, None, None]
         weight = self.count[r, c] * ((roles[slot, r, c] == TRAIN) & mask)
-        mu, sd = scalers["y"]
+        mu, sd = scaled.y
         z = (self.target[r, c] - mu[:, None, None]) / sd[:, None, None]
         loss = (weight * (pred - z) ** 2).sum(dim=(1, 2))
         return loss / weight.sum(dim=(1, 2)).clamp(min=1)
 
     @torch.no_grad()
     def _evaluate(
-        self, net: SlotModel, scalers: dict, slots: list[_Slot], tick: Callable[[], None]
+        self, net: SlotModel, scaled: _ScaledInputs, slots: list[_Slot], tick: Callable[[], None]
     ) -> list[np.ndarray]:
         """Predictions (ln IC50) of each slot on the drug rows and cell columns holding its VAL and TEST cells;
         ``tick`` after every tile."""
@@ -322,15 +340,16 @@ class Trainer:
         row_index = torch.from_numpy(np.stack([np.resize(x, r) for x in rows])).to(self.device)
         col_index = np.stack([np.resize(x, c) for x in cols])
         step = max(1, self.config.cells_per_step * len(self.inputs.drug_ids) // r)
+        every_cell = all(len(x) == self.cell_tiles[0] for x in cols)  # all slots need all (LODO): slices, not copies
         parts = []
         for k in range(0, c, step):
-            index = torch.from_numpy(col_index[:, k : k + step]).to(self.device)
-            drug, cells = self._inputs(scalers, index)
+            tile = slice(k, k + step) if every_cell else torch.from_numpy(col_index[:, k : k + step]).to(self.device)
+            cells = scaled.tile(tile)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                parts.append(net(drug, row_index, cells).float())
+                parts.append(net(scaled.drug, row_index, cells).float())
             tick()
         sub = torch.cat(parts, dim=2)
-        mu, sd = scalers["y"]
+        mu, sd = scaled.y
         sub = (sub * sd[:, None, None] + mu[:, None, None]).float().cpu().numpy()
         out = []
         for i in range(len(slots)):

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from helpers import scramble_test_labels, tiny_spec
 
-from fused_train.engine import SELECT_BY, Execution, TrainConfig, Trainer
+from fused_train.engine import SELECT_BY, Execution, TrainConfig, Trainer, _Slot
 from fused_train.models.fused import FusedSlots
 from fused_train.runs import folds_of, load_run_inputs
 from fused_train.splits import TRAIN
@@ -69,6 +70,26 @@ def test_scalers_are_fitted_on_training_entities_only(trained_on: tuple[str, Pat
     assert float(scalers["y"][0]) == pytest.approx((w * trainer.target_np).sum() / w.sum())
 
 
+def test_each_slot_reads_its_inputs_scaled_by_its_own_fold(trained_on: tuple[str, Path]) -> None:
+    """Inputs are scaled once per epoch, per slot: a tile of cell lines is the same whether it is gathered by index
+    (training steps, each slot its own order) or sliced for all slots at once (evaluation when every slot needs every
+    cell line)."""
+    trainer, folds = _trainer(*trained_on, slots=2)
+    slots = [_Slot(fold, trainer._scalers(fold)) for fold in folds[:2]]
+    scaled = trainer._scaled_inputs(slots)
+    n_cells = trainer.inputs.shape[1]
+    assert not np.array_equal(slots[0].scalers["drug"][0], slots[1].scalers["drug"][0])  # held out: other drugs
+    for i, slot in enumerate(slots):
+        for name, x in {"drug": trainer.inputs.drug, **trainer.inputs.cells}.items():
+            mu, sd = slot.scalers[name]
+            ours = scaled.drug[i] if name == "drug" else scaled.cells[name][i]
+            np.testing.assert_allclose(ours.numpy(), (x - mu) / sd, rtol=1e-5, atol=1e-5)
+    index = torch.arange(2, n_cells).repeat(2, 1)
+    gathered, sliced = scaled.tile(index), scaled.tile(slice(2, None))
+    for name in trainer.inputs.cells:
+        assert torch.equal(gathered[name], sliced[name])
+
+
 @pytest.mark.parametrize(("select_by", "best"), [("rmse", "idxmin"), ("drug-pcc", "idxmax")])
 def test_the_kept_epoch_is_the_best_by_the_selection_metric(
     trained_on: tuple[str, Path], select_by: str, best: str
@@ -95,9 +116,9 @@ def test_leaving_out_drugs_without_training_pairs_changes_nothing_but_time(
     widths = []
     step_losses = Trainer._step_losses
 
-    def recording(self: Trainer, net: object, scalers: dict, roles: object, rows: Any, *args: Any) -> Any:
+    def recording(self: Trainer, net: object, scaled: object, roles: object, rows: Any, *args: Any) -> Any:
         widths.append(rows.shape[1])
-        return step_losses(self, net, scalers, roles, rows, *args)
+        return step_losses(self, net, scaled, roles, rows, *args)
 
     monkeypatch.setattr(Trainer, "_step_losses", recording)
     skipping, folds = _trainer(*trained_on, slots=2)
