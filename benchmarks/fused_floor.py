@@ -33,6 +33,7 @@ import click
 import pandas as pd
 import torch
 from engine_epochs import SPEC, fixed_epochs
+from lodo_speed import matmul_gflops
 from torch.utils.flop_counter import FlopCounterMode
 
 from fused_train.engine import Execution, _reuse_freed_memory
@@ -68,15 +69,6 @@ def core_step(
     with FlopCounterMode(display=False) as counter:
         step()
     return step, float(counter.get_total_flops())
-
-
-def bf16_matmul_rate(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
 def run_fold_epochs(run_dir: Path) -> int:
@@ -116,7 +108,7 @@ def main(n_folds: int, epochs: int, rounds: int, run_dir: Path | None) -> None:
         for _ in range(steps * epochs):
             step()
         core.append((time.perf_counter() - start) / (n_folds * epochs))
-        rate.append(bf16_matmul_rate())
+        rate.append(matmul_gflops(torch.bfloat16) * 1e9)
     e, c, r = statistics.median(engine), statistics.median(core), statistics.median(rate)
     core_rate = flops * steps / n_folds / c
     out = {
